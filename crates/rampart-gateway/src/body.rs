@@ -1,0 +1,164 @@
+//! Body wrappers: the request body streamed upstream under a size limit, and the response
+//! body streamed to the client, which completes the exchange's log line and metrics when
+//! it ends (or when the client goes away).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::exchange::Exchange;
+
+/// Request-body counters shared between the body (owned by the upstream client) and the
+/// request handler.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    pub over_limit: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// The client's body on its way upstream; it fails the stream as soon as it passes `limit`.
+pub struct RequestBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    stats: Arc<BodyStats>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+            stats,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        if let Some(data) = frame.data_ref() {
+            let len = data.len() as u64;
+            self.seen += len;
+            self.stats.bytes.fetch_add(len, Ordering::Relaxed);
+            if self.seen > self.limit {
+                self.stats.over_limit.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Source {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+/// The body of every response the gateway sends.
+pub struct ResponseBody {
+    source: Source,
+    exchange: Option<Box<Exchange>>,
+}
+
+impl ResponseBody {
+    pub fn upstream(body: Incoming, exchange: Box<Exchange>) -> Self {
+        ResponseBody {
+            source: Source::Upstream(body),
+            exchange: Some(exchange),
+        }
+    }
+
+    pub fn full(bytes: Bytes, exchange: Option<Box<Exchange>>) -> Self {
+        ResponseBody {
+            source: Source::Full((!bytes.is_empty()).then_some(bytes)),
+            exchange,
+        }
+    }
+
+    fn finish(&mut self, completed: bool) {
+        if let Some(exchange) = self.exchange.take() {
+            exchange.finish(completed);
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = match &mut self.source {
+            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(ex)) = (frame.data_ref(), self.exchange.as_mut()) {
+                    ex.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => self.finish(true),
+            Poll::Ready(Some(Err(_))) => self.finish(false),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.source {
+            Source::Upstream(body) => body.is_end_stream(),
+            Source::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            Source::Upstream(body) => body.size_hint(),
+            Source::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // A body dropped before its end: the client went away, or the response had no body
+        // to poll (HEAD, 204, 304).
+        let complete = self.is_end_stream();
+        self.finish(complete);
+    }
+}

@@ -1,0 +1,154 @@
+//! One request/response exchange as the gateway records it: the access log line and the
+//! route's metrics, written once when the response body ends.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Uri};
+
+use crate::body::BodyStats;
+use crate::runtime::Runtime;
+use crate::server::RequestGuard;
+
+/// What the gateway did with a request, as logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Proxied,
+    Preflight,
+    Rejected(crate::metrics::Rejection),
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Proxied => "proxied",
+            Decision::Preflight => "cors_preflight",
+            Decision::Rejected(r) => r.as_str(),
+        }
+    }
+}
+
+pub struct Exchange {
+    pub start: Instant,
+    pub request_id: HeaderValue,
+    pub client_ip: IpAddr,
+    pub method: Method,
+    pub uri: Uri,
+    pub runtime: Arc<Runtime>,
+    pub route: Option<usize>,
+    pub status: u16,
+    pub decision: Decision,
+    pub body_stats: Option<Arc<BodyStats>>,
+    pub bytes_out: u64,
+    pub upstream: Option<usize>,
+    pub upstream_duration: Option<Duration>,
+    pub _guard: RequestGuard,
+}
+
+impl Exchange {
+    /// Records metrics and writes the access log line. `completed` is false when the
+    /// response body did not reach its end (client gone, upstream reset).
+    pub fn finish(self: Box<Self>, completed: bool) {
+        let duration = self.start.elapsed();
+        let route = self.route.map(|i| self.runtime.route_at(i));
+        if let Some(route) = route {
+            route.metrics.count(self.status);
+            route
+                .metrics
+                .request_duration
+                .observe(duration.as_secs_f64());
+            if let Some(d) = self.upstream_duration {
+                route.metrics.upstream_duration.observe(d.as_secs_f64());
+            }
+        }
+        if !self.runtime.log.access_log {
+            return;
+        }
+        let path = if self.runtime.log.redact_query {
+            redact_query(&self.uri)
+        } else {
+            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
+        };
+        let upstream = match (route, self.upstream) {
+            (Some(r), Some(i)) => r.pool.servers.get(i).map(|s| s.url.as_str()),
+            _ => None,
+        };
+        tracing::info!(
+            target: "rampart::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            client_ip = %self.client_ip,
+            method = self.method.as_str(),
+            path = &*path,
+            route = route.map(|r| &*r.name),
+            status = self.status,
+            bytes_in = self.body_stats.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
+            bytes_out = self.bytes_out,
+            duration_ms = duration.as_secs_f64() * 1e3,
+            upstream,
+            upstream_ms = self.upstream_duration.map(|d| d.as_secs_f64() * 1e3),
+            decision = self.decision.as_str(),
+            completed,
+            "request"
+        );
+    }
+}
+
+/// A parameter name is logged only when it looks like one: a bare `?sk-live-...` could
+/// well be a secret.
+fn looks_like_a_name(name: &str) -> bool {
+    let charset_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'[' | b']'));
+    let has_digits = name.bytes().any(|b| b.is_ascii_digit());
+    charset_ok && name.len() <= 40 && (name.len() <= 16 || !has_digits)
+}
+
+/// The path with every query value replaced by `REDACTED` (names are kept: they say what
+/// was asked without what was given).
+pub fn redact_query(uri: &Uri) -> Cow<'_, str> {
+    let Some(query) = uri.query() else {
+        return Cow::Borrowed(uri.path());
+    };
+    let mut out = String::with_capacity(uri.path().len() + query.len() + 16);
+    out.push_str(uri.path());
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, has_value) = match pair.split_once('=') {
+            Some((name, _)) => (name, true),
+            None => (pair, false),
+        };
+        out.push_str(if looks_like_a_name(name) {
+            name
+        } else {
+            "REDACTED"
+        });
+        if has_value {
+            out.push_str("=REDACTED");
+        }
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_redacted_names_kept() {
+        let uri: Uri = "/v1/chat?api_key=sk-123&model=gpt&flag".parse().unwrap();
+        assert_eq!(
+            redact_query(&uri),
+            "/v1/chat?api_key=REDACTED&model=REDACTED&flag"
+        );
+        let bare: Uri = "/x?sk-live-4f9a8b7c6d5e4f3a2b1c".parse().unwrap();
+        assert_eq!(redact_query(&bare), "/x?REDACTED");
+        let plain: Uri = "/v1/chat".parse().unwrap();
+        assert_eq!(redact_query(&plain), "/v1/chat");
+    }
+}

@@ -1,0 +1,322 @@
+//! The compiled form of a [`Config`]: what the request path reads. A reload builds a new
+//! `Runtime` and swaps it in; requests in flight keep the one they started with.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::HeaderValue;
+use http::uri::{Authority, Scheme};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use ipnet::IpNet;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, LimitsConfig, LogConfig, parse_server_url};
+use crate::cors::Cors;
+use crate::headers::SecurityHeaders;
+use crate::metrics::{Metrics, RouteMetrics};
+
+pub struct Runtime {
+    pub config: Config,
+    routes: Vec<Route>,
+    pub pools: BTreeMap<String, Arc<Pool>>,
+    trusted_proxies: Vec<IpNet>,
+    pub log: LogConfig,
+    /// Headers for answers given before a route matched (404s).
+    pub default_headers: SecurityHeaders,
+    /// TLS termination, when configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Connection settings derived from the limits.
+    pub http: auto::Builder<TokioExecutor>,
+}
+
+pub struct Route {
+    pub name: Arc<str>,
+    prefix: String,
+    host: Option<String>,
+    pub pool: Arc<Pool>,
+    pub strip_prefix: bool,
+    pub preserve_host: bool,
+    pub limits: LimitsConfig,
+    pub security_headers: SecurityHeaders,
+    pub cors: Cors,
+    pub metrics: RouteMetrics,
+}
+
+pub struct Pool {
+    pub name: String,
+    pub servers: Vec<Server>,
+    next: AtomicUsize,
+}
+
+pub struct Server {
+    pub url: String,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    pub host_header: HeaderValue,
+    reachable: AtomicBool,
+    up_gauge: Gauge,
+}
+
+impl Server {
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn set_reachable(&self, up: bool) {
+        if self.reachable.swap(up, Ordering::Relaxed) != up {
+            self.up_gauge.set(i64::from(up));
+        }
+    }
+}
+
+impl Pool {
+    /// The index of the next server, round robin.
+    pub fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.servers.iter().any(Server::reachable)
+    }
+}
+
+impl Runtime {
+    /// Compiles a validated config. Server reachability starts unknown (down) until the
+    /// first probe; `previous` carries it over for servers that stay.
+    pub fn build(
+        config: Config,
+        tls: Option<TlsAcceptor>,
+        metrics: &Metrics,
+        previous: Option<&Runtime>,
+    ) -> Result<Runtime, String> {
+        config.validate().map_err(|e| e.message)?;
+        let mut pools = BTreeMap::new();
+        for (name, pool_config) in &config.upstreams {
+            let mut servers = Vec::with_capacity(pool_config.servers.len());
+            for url in &pool_config.servers {
+                let uri = parse_server_url(url)?;
+                let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+                    return Err(format!("`{url}` needs a scheme and a host"));
+                };
+                let was_up = previous
+                    .and_then(|p| p.pools.get(name))
+                    .and_then(|p| p.servers.iter().find(|s| &s.url == url))
+                    .is_some_and(Server::reachable);
+                let up_gauge = metrics.server_gauge(name, url);
+                up_gauge.set(i64::from(was_up));
+                servers.push(Server {
+                    url: url.clone(),
+                    scheme: scheme.clone(),
+                    authority: authority.clone(),
+                    host_header: HeaderValue::from_str(authority.as_str())
+                        .map_err(|e| format!("`{url}`: {e}"))?,
+                    reachable: AtomicBool::new(was_up),
+                    up_gauge,
+                });
+            }
+            pools.insert(
+                name.clone(),
+                Arc::new(Pool {
+                    name: name.clone(),
+                    servers,
+                    next: AtomicUsize::new(0),
+                }),
+            );
+        }
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let pool = pools
+                .get(&r.upstream)
+                .cloned()
+                .ok_or_else(|| format!("route names unknown upstream `{}`", r.upstream))?;
+            routes.push(Route {
+                name: Arc::from(r.display_name()),
+                prefix: r.prefix.clone(),
+                host: r.host.as_deref().map(str::to_ascii_lowercase),
+                pool,
+                strip_prefix: r.strip_prefix,
+                preserve_host: r.preserve_host,
+                limits: r.limits.resolve(&config.limits),
+                security_headers: SecurityHeaders::compile(
+                    &r.security_headers.resolve(&config.security_headers),
+                ),
+                cors: Cors::compile(r.cors.as_ref().unwrap_or(&config.cors)),
+                metrics: metrics.route(r.display_name()),
+            });
+        }
+        // Host-specific routes first, then longer prefixes first: the first match wins.
+        routes.sort_by(|a, b| {
+            b.host
+                .is_some()
+                .cmp(&a.host.is_some())
+                .then(b.prefix.len().cmp(&a.prefix.len()))
+        });
+        Ok(Runtime {
+            routes,
+            pools,
+            trusted_proxies: config.server.trusted_proxies.clone(),
+            log: config.log.clone(),
+            default_headers: SecurityHeaders::compile(&config.security_headers),
+            tls,
+            http: crate::server::http_builder(&config),
+            config,
+        })
+    }
+
+    /// The index of the route for a host (without port, any case) and path, for
+    /// [`route_at`](Self::route_at).
+    pub fn route_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.routes.iter().position(|r| {
+            r.host
+                .as_deref()
+                .is_none_or(|h| host.is_some_and(|given| given.eq_ignore_ascii_case(h)))
+                && prefix_matches(&r.prefix, path)
+        })
+    }
+
+    pub fn route_at(&self, index: usize) -> &Route {
+        &self.routes[index]
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the
+    /// right-most `X-Forwarded-For` entry not itself a trusted proxy.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: &http::HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let entries = forwarded_for
+            .get_all(crate::headers::X_FORWARDED_FOR)
+            .iter()
+            .rev()
+            .flat_map(|v| v.to_str().unwrap_or("").rsplit(','));
+        for entry in entries {
+            if !self.is_trusted(client) {
+                break;
+            }
+            match entry.trim().parse::<IpAddr>() {
+                Ok(ip) => client = ip,
+                Err(_) => break,
+            }
+        }
+        client
+    }
+
+    pub fn all_pools_up(&self) -> bool {
+        self.pools.values().all(|p| p.is_up())
+    }
+}
+
+/// Prefix match on path-segment boundaries.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The path sent upstream when the route strips its prefix.
+pub fn strip_prefix<'a>(prefix_route: &Route, path: &'a str) -> &'a str {
+    let prefix = prefix_route.prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) if rest.starts_with('/') => rest,
+        _ => "/",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(text: &str) -> Runtime {
+        let config = Config::parse(text, None).unwrap();
+        Runtime::build(config, None, &Metrics::new(), None).unwrap()
+    }
+
+    const ROUTES: &str = r#"
+[server]
+trusted_proxies = ["10.0.0.0/8", "::1/128"]
+[upstreams.a]
+servers = ["http://127.0.0.1:1"]
+[[routes]]
+name = "root"
+prefix = "/"
+upstream = "a"
+[[routes]]
+name = "api"
+prefix = "/api"
+upstream = "a"
+strip_prefix = true
+[[routes]]
+name = "api-host"
+prefix = "/api"
+host = "Internal.Example"
+upstream = "a"
+"#;
+
+    #[test]
+    fn longest_prefix_on_segment_boundaries_and_host_first() {
+        let rt = runtime(ROUTES);
+        let name = |host, path| rt.route_index(host, path).map(|i| &*rt.route_at(i).name);
+        assert_eq!(name(None, "/api/chat"), Some("api"));
+        assert_eq!(name(None, "/api"), Some("api"));
+        assert_eq!(name(None, "/apix"), Some("root"));
+        assert_eq!(name(Some("internal.example"), "/api/x"), Some("api-host"));
+        assert_eq!(name(Some("other.example"), "/api/x"), Some("api"));
+    }
+
+    #[test]
+    fn prefix_stripping_keeps_a_leading_slash() {
+        let rt = runtime(ROUTES);
+        let api = rt.route_at(rt.route_index(None, "/api").unwrap());
+        assert_eq!(strip_prefix(api, "/api/v1/chat"), "/v1/chat");
+        assert_eq!(strip_prefix(api, "/api"), "/");
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_through_trusted_proxies() {
+        let rt = runtime(ROUTES);
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 1.2.3.4, 10.1.1.1".parse().unwrap(),
+        );
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(rt.client_ip(untrusted, &h), untrusted);
+        let trusted: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            rt.client_ip(trusted, &h),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(rt.client_ip(trusted, &h), trusted);
+    }
+
+    #[test]
+    fn round_robin_cycles_through_servers() {
+        let rt = runtime(
+            "[upstreams.default]\nservers = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n",
+        );
+        let pool = &rt.pools["default"];
+        let picked: Vec<&str> = (0..4)
+            .map(|_| pool.servers[pool.pick()].url.as_str())
+            .collect();
+        assert_eq!(
+            picked,
+            [
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2"
+            ]
+        );
+    }
+}

@@ -1,0 +1,182 @@
+//! Test support: a real upstream HTTP server on loopback, and a gateway started on
+//! ephemeral ports.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rampart_gateway::{Config, Gateway, GatewayHandle};
+use tokio::net::TcpListener;
+
+/// An upstream that answers by path:
+/// - `/slow?ms=N`: waits N ms, then answers like `/echo`
+/// - `/big?bytes=N`: N bytes of a repeating pattern
+/// - anything else: a JSON summary of what it received (method, path, headers, body
+///   length and FNV-1a hash), plus headers a proxy must strip or replace.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+pub fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(hash, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100000001b3))
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf29ce484222325;
+
+fn query_number(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/slow" {
+        tokio::time::sleep(Duration::from_millis(query_number(&req, "ms"))).await;
+    }
+    if req.uri().path() == "/big" {
+        let n = query_number(&req, "bytes") as usize;
+        let body: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        return Ok(Response::new(Full::new(Bytes::from(body))));
+    }
+    let method = req.method().to_string();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+        .collect();
+    let mut body = req.into_body();
+    let mut length = 0u64;
+    let mut hash = FNV_OFFSET;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else { break };
+        if let Some(data) = frame.data_ref() {
+            length += data.len() as u64;
+            hash = fnv1a(hash, data);
+        }
+    }
+    let summary = serde_json::json!({
+        "method": method, "path": path, "headers": headers,
+        "body_len": length, "body_hash": format!("{hash:016x}"),
+    });
+    let mut response = Response::new(Full::new(Bytes::from(summary.to_string())));
+    let h = response.headers_mut();
+    h.insert("content-type", "application/json".parse().unwrap());
+    h.insert("server", "upstream/1.0".parse().unwrap());
+    h.insert("x-powered-by", "php/5".parse().unwrap());
+    h.insert("access-control-allow-origin", "*".parse().unwrap());
+    h.insert("x-frame-options", "ALLOWALL".parse().unwrap());
+    h.insert("x-upstream", "yes".parse().unwrap());
+    Ok(response)
+}
+
+/// Starts the upstream on an ephemeral loopback port.
+pub async fn start_upstream() -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    answer(req)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, hits }
+}
+
+/// A loopback address nothing listens on.
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub handle: GatewayHandle,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+/// Config text with ephemeral listeners and the upstream as the default pool, followed by
+/// `extra` TOML.
+pub fn config_text(upstream: &str, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n\n[upstreams.default]\nservers = [\"{upstream}\"]\n"
+    )
+}
+
+pub async fn start_gateway(config: Config) -> Running {
+    let gateway = Gateway::bind(config).await.expect("gateway binds");
+    let addr = gateway.local_addr();
+    let admin = gateway.admin_addr();
+    let handle = gateway.handle();
+    let task = tokio::spawn(gateway.run());
+    Running {
+        addr,
+        admin,
+        handle,
+        task,
+    }
+}
+
+pub async fn start(upstream: &str, extra: &str) -> Running {
+    let config = Config::parse(&config_text(upstream, extra), None).expect("test config parses");
+    start_gateway(config).await
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
