@@ -2,13 +2,15 @@
 //! route's metrics, written once when the response body ends.
 
 use std::borrow::Cow;
+use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
 
+use crate::access_log::{json_str, rfc3339};
 use crate::body::BodyStats;
 use crate::runtime::Runtime;
 use crate::server::RequestGuard;
@@ -64,34 +66,69 @@ impl Exchange {
                 route.metrics.upstream_duration.observe(d.as_secs_f64());
             }
         }
-        if !self.runtime.log.access_log {
+        let Some(log) = &self.runtime.access_log else {
             return;
-        }
-        let path = if self.runtime.log.redact_query {
-            redact_query(&self.uri)
-        } else {
-            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
         };
         let upstream = match (route, self.upstream) {
             (Some(r), Some(i)) => r.pool.servers.get(i).map(|s| s.url.as_str()),
             _ => None,
         };
-        tracing::info!(
-            target: "rampart::access",
-            request_id = self.request_id.to_str().unwrap_or("-"),
-            client_ip = %self.client_ip,
-            method = self.method.as_str(),
-            path = &*path,
-            route = route.map(|r| &*r.name),
-            status = self.status,
-            bytes_in = self.body_stats.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed)),
-            bytes_out = self.bytes_out,
-            duration_ms = duration.as_secs_f64() * 1e3,
-            upstream,
-            upstream_ms = self.upstream_duration.map(|d| d.as_secs_f64() * 1e3),
-            decision = self.decision.as_str(),
-            completed,
-            "request"
+        log.line(|out| {
+            self.write_json(out, duration, completed, route.map(|r| &*r.name), upstream)
+        });
+    }
+
+    fn write_json(
+        &self,
+        out: &mut Vec<u8>,
+        duration: Duration,
+        completed: bool,
+        route: Option<&str>,
+        upstream: Option<&str>,
+    ) {
+        let path = if self.runtime.log.redact_query {
+            redact_query(&self.uri)
+        } else {
+            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
+        };
+        out.extend_from_slice(b"{\"timestamp\":\"");
+        rfc3339(out, SystemTime::now());
+        out.extend_from_slice(b"\",\"log\":\"access\",\"request_id\":");
+        json_str(out, self.request_id.to_str().unwrap_or("-"));
+        let _ = write!(out, ",\"client_ip\":\"{}\",\"method\":", self.client_ip);
+        json_str(out, self.method.as_str());
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, &path);
+        out.extend_from_slice(b",\"route\":");
+        match route {
+            Some(r) => json_str(out, r),
+            None => out.extend_from_slice(b"null"),
+        }
+        let bytes_in = self
+            .body_stats
+            .as_ref()
+            .map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+        let _ = write!(
+            out,
+            ",\"status\":{},\"bytes_in\":{bytes_in},\"bytes_out\":{},\"duration_ms\":{:.3},\"upstream\":",
+            self.status,
+            self.bytes_out,
+            duration.as_secs_f64() * 1e3,
+        );
+        match upstream {
+            Some(u) => json_str(out, u),
+            None => out.extend_from_slice(b"null"),
+        }
+        match self.upstream_duration {
+            Some(d) => {
+                let _ = write!(out, ",\"upstream_ms\":{:.3}", d.as_secs_f64() * 1e3);
+            }
+            None => out.extend_from_slice(b",\"upstream_ms\":null"),
+        }
+        let _ = write!(
+            out,
+            ",\"decision\":\"{}\",\"completed\":{completed}}}",
+            self.decision.as_str()
         );
     }
 }

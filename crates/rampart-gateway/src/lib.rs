@@ -9,6 +9,7 @@
 //! # Ok(()) }
 //! ```
 
+mod access_log;
 mod admin;
 mod body;
 pub mod config;

@@ -14,6 +14,7 @@ use ipnet::IpNet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::AccessLog;
 use crate::config::{Config, LimitsConfig, LogConfig, parse_server_url};
 use crate::cors::Cors;
 use crate::headers::SecurityHeaders;
@@ -31,6 +32,8 @@ pub struct Runtime {
     pub tls: Option<TlsAcceptor>,
     /// Connection settings derived from the limits.
     pub http: auto::Builder<TokioExecutor>,
+    /// Where access log lines go; `None` when `log.access_log` is off.
+    pub access_log: Option<AccessLog>,
 }
 
 pub struct Route {
@@ -163,6 +166,7 @@ impl Runtime {
             default_headers: SecurityHeaders::compile(&config.security_headers),
             tls,
             http: crate::server::http_builder(&config),
+            access_log: None,
             config,
         })
     }

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use crate::access_log::{AccessLog, AccessLogFlusher};
 use crate::body::RequestBody;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -34,7 +35,7 @@ pub enum GatewayError {
     Config(#[from] ConfigError),
     #[error("TLS: {path}: {message}")]
     Tls { path: PathBuf, message: String },
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -50,6 +51,7 @@ pub struct Shared {
     pub client: UpstreamClient,
     pub started: Instant,
     pub shutdown: CancellationToken,
+    access_log: AccessLog,
     reload_lock: Mutex<()>,
 }
 
@@ -60,6 +62,7 @@ pub struct Gateway {
     admin_listener: TcpListener,
     local_addr: SocketAddr,
     admin_addr: SocketAddr,
+    access_log_flusher: AccessLogFlusher,
 }
 
 /// Controls a running gateway: reload its configuration, or shut it down.
@@ -135,24 +138,39 @@ fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
 async fn prepare(
     config: Config,
     metrics: &Metrics,
+    access_log: &AccessLog,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, GatewayError> {
     let tls = load_tls(&config)?;
     let health = config.health.clone();
-    let runtime = Runtime::build(config, tls, metrics, previous).map_err(GatewayError::Invalid)?;
+    let mut runtime =
+        Runtime::build(config, tls, metrics, previous).map_err(GatewayError::Invalid)?;
+    if runtime.config.log.access_log {
+        runtime.access_log = Some(access_log.clone());
+    }
     health::probe_all(&runtime, health.connect_timeout).await;
     Ok(runtime)
 }
 
 impl Gateway {
     /// Validates the config, loads TLS material, binds both listeners and probes the
-    /// upstreams once. Nothing is served until [`run`](Gateway::run).
+    /// upstreams once. Nothing is served until [`run`](Gateway::run). The access log goes
+    /// to standard output.
     pub async fn bind(config: Config) -> Result<Gateway, GatewayError> {
+        Self::bind_with_access_log(config, Box::new(std::io::stdout())).await
+    }
+
+    /// Like [`bind`](Self::bind), with the access log written to `access_log`.
+    pub async fn bind_with_access_log(
+        config: Config,
+        access_log: Box<dyn std::io::Write + Send>,
+    ) -> Result<Gateway, GatewayError> {
+        let (access_log, access_log_flusher) = AccessLog::start(access_log);
         let metrics = Metrics::new();
         let listen = config.server.listen;
         let admin = config.server.admin;
         let connect_timeout = config.server.upstream_connect_timeout;
-        let runtime = prepare(config, &metrics, None).await?;
+        let runtime = prepare(config, &metrics, &access_log, None).await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -182,6 +200,7 @@ impl Gateway {
             client: upstream_client(connect_timeout),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            access_log,
             reload_lock: Mutex::new(()),
         });
         Ok(Gateway {
@@ -190,6 +209,7 @@ impl Gateway {
             admin_listener,
             local_addr,
             admin_addr,
+            access_log_flusher,
         })
     }
 
@@ -272,6 +292,15 @@ impl Gateway {
         }
         prober.abort();
         let _ = admin.await;
+        let dropped = shared.access_log.dropped();
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "access log lines dropped because the output was too slow"
+            );
+        }
+        // Writes out the last access log lines.
+        drop(self.access_log_flusher);
         tracing::info!("rampart gateway stopped");
     }
 }
@@ -304,7 +333,13 @@ impl GatewayHandle {
                          keeping the current ones"
                     );
                 }
-                prepare(config, &self.shared.metrics, Some(&current)).await
+                prepare(
+                    config,
+                    &self.shared.metrics,
+                    &self.shared.access_log,
+                    Some(&current),
+                )
+                .await
             }
             Err(e) => Err(GatewayError::Config(e)),
         };

@@ -185,9 +185,49 @@ async fn forwarded_for_chain_is_kept_only_from_trusted_proxies() {
         .send()
         .await
         .unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
     let v = json(resp).await;
     assert_eq!(v["headers"]["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
     assert_eq!(v["headers"]["x-forwarded-proto"], "https");
+    let entry = gw.access_log.entry(&rid).await;
+    assert_eq!(entry["client_ip"], "203.0.113.7");
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_line_per_request_without_secrets() {
+    let up = start_upstream().await;
+    let gw = start(&up.url(), "").await;
+    let resp = client()
+        .post(gw.url("/v1/chat?token=abc123secret&model=m"))
+        .header("x-forwarded-for", "203.0.113.7")
+        .header("authorization", "Bearer sk-very-secret")
+        .header("cookie", "sid=cookie-secret")
+        .body("0123456789")
+        .send()
+        .await
+        .unwrap();
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = resp.bytes().await.unwrap();
+    let entry = gw.access_log.entry(&rid).await;
+    assert_eq!(
+        entry["client_ip"], "127.0.0.1",
+        "XFF from an untrusted peer is ignored"
+    );
+    assert_eq!(entry["method"], "POST");
+    assert_eq!(entry["path"], "/v1/chat?token=REDACTED&model=REDACTED");
+    assert_eq!(entry["route"], "default");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["bytes_in"], 10);
+    assert_eq!(entry["bytes_out"], body.len());
+    assert_eq!(entry["upstream"], up.url());
+    assert_eq!(entry["decision"], "proxied");
+    assert_eq!(entry["completed"], true);
+    assert!(entry["duration_ms"].as_f64().unwrap() >= entry["upstream_ms"].as_f64().unwrap());
+    assert!(entry["timestamp"].as_str().unwrap().ends_with('Z'));
+    let all = String::from_utf8(gw.access_log.0.lock().unwrap().clone()).unwrap();
+    for secret in ["abc123secret", "sk-very-secret", "cookie-secret"] {
+        assert!(!all.contains(secret), "{secret} logged");
+    }
 }
 
 #[tokio::test]
@@ -653,4 +693,61 @@ async fn http2_cleartext_clients_are_served() {
     assert_eq!(v["body_len"], 7);
     assert_eq!(v["headers"]["host"], up.addr.to_string());
     assert_eq!(v["headers"]["x-forwarded-host"], gw.addr.to_string());
+}
+
+#[tokio::test]
+async fn security_headers_are_configurable_and_removable_per_route() {
+    let up = start_upstream().await;
+    let extra = "[security_headers]\nhsts = \"always\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"default\"\n\n[[routes]]\nprefix = \"/embed\"\nupstream = \"default\"\nsecurity_headers = { frame_options = \"\", content_security_policy = \"default-src 'none'\", extra = { \"X-Robots-Tag\" = \"noindex\" } }\n";
+    let gw = start(&up.url(), extra).await;
+    let c = client();
+    let root = c.get(gw.url("/")).send().await.unwrap();
+    assert_eq!(root.headers()["x-frame-options"], "DENY");
+    assert_eq!(
+        root.headers()["strict-transport-security"],
+        "max-age=31536000; includeSubDomains",
+        "hsts = always sends it over plain HTTP too"
+    );
+    let embed = c.get(gw.url("/embed/x")).send().await.unwrap();
+    let h = embed.headers();
+    assert_eq!(
+        h["x-frame-options"], "ALLOWALL",
+        "removed from the policy: the upstream's stands"
+    );
+    assert_eq!(h["content-security-policy"], "default-src 'none'");
+    assert_eq!(h["x-robots-tag"], "noindex");
+    assert_eq!(
+        h["x-content-type-options"], "nosniff",
+        "the rest is inherited"
+    );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_cap_wait_for_a_free_slot() {
+    let up = start_upstream().await;
+    let gw = start(&up.url(), "max_connections = 1").await;
+    let mut first = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    let url = gw.url("/second");
+    let second = tokio::spawn(async move { client().get(url).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "served while the only slot was taken"
+    );
+    assert_eq!(up.hits(), 1);
+    drop(first);
+    let resp = tokio::time::timeout(Duration::from_secs(5), second)
+        .await
+        .expect("served once the slot is free")
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
 }

@@ -138,6 +138,35 @@ pub struct Running {
     pub admin: SocketAddr,
     pub handle: GatewayHandle,
     pub task: tokio::task::JoinHandle<()>,
+    pub access_log: LogSink,
+}
+
+/// Collects what the gateway writes to its access log.
+#[derive(Clone, Default)]
+pub struct LogSink(pub Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogSink {
+    /// Waits (up to 5 s) for the access log line of `request_id` and parses it.
+    pub async fn entry(&self, request_id: &str) -> serde_json::Value {
+        for _ in 0..250 {
+            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            if let Some(line) = text.lines().find(|l| l.contains(request_id)) {
+                return serde_json::from_str(line).expect("access log lines are JSON");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("no access log line for {request_id}");
+    }
 }
 
 impl Running {
@@ -159,7 +188,10 @@ pub fn config_text(upstream: &str, extra: &str) -> String {
 }
 
 pub async fn start_gateway(config: Config) -> Running {
-    let gateway = Gateway::bind(config).await.expect("gateway binds");
+    let access_log = LogSink::default();
+    let gateway = Gateway::bind_with_access_log(config, Box::new(access_log.clone()))
+        .await
+        .expect("gateway binds");
     let addr = gateway.local_addr();
     let admin = gateway.admin_addr();
     let handle = gateway.handle();
@@ -169,6 +201,7 @@ pub async fn start_gateway(config: Config) -> Running {
         admin,
         handle,
         task,
+        access_log,
     }
 }
 

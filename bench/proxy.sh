@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Proxy throughput and latency: the upstream directly, nginx as a keep-alive reverse proxy
+# (one worker process) and `rampart serve` (one worker thread, default security profile),
+# measured in interleaved rounds with `wrk -t1 -c50 -d10s`; then rampart's resident memory
+# with 1,000 idle keep-alive client connections.
+#
+# Usage: bench/proxy.sh [ROUNDS]   (default 3; needs root for apt-get when nginx/wrk are missing)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${1:-3}"
+DURATION="${DURATION:-10s}"
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if ((${#need[@]})); then
+  echo "installing ${need[*]} from Debian packages"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+cargo build --release -q -p rampart
+RAMPART=target/release/rampart
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=127.0.0.1:18001 NGX=127.0.0.1:18002 RMP=127.0.0.1:18003 ADM=127.0.0.1:18004
+
+cat >"$WORK/upstream.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen $UP; location / { return 200 "ok\n"; } }
+}
+CONF
+
+# The nginx reverse proxy logs every request, like rampart's default access log does.
+cat >"$WORK/proxy.conf" <<CONF
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log /dev/null combined;
+  keepalive_requests 1000000;
+  upstream app { server $UP; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen $NGX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+
+"$NGINX" -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
+"$NGINX" -c "$WORK/proxy.conf" -p "$WORK" & PIDS+=($!)
+"$RAMPART" serve --upstream "http://$UP" --listen "$RMP" --admin "$ADM" --threads 1 >/dev/null & RAMPART_PID=$!
+PIDS+=("$RAMPART_PID")
+
+for addr in $UP $NGX $RMP; do
+  for _ in $(seq 100); do curl -fs "http://$addr/" >/dev/null && break; sleep 0.1; done
+  curl -fs "http://$addr/" >/dev/null || { echo "nothing answers on $addr"; exit 1; }
+done
+
+# wrk prints latency with units; normalise to milliseconds.
+to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else if (v ~ /s$/) { sub(/s/,"",v); print v*1000 } else print v }'; }
+
+declare -A RPS P50 P99
+for round in $(seq "$ROUNDS"); do
+  for target in upstream nginx rampart; do
+    case $target in upstream) addr=$UP;; nginx) addr=$NGX;; rampart) addr=$RMP;; esac
+    out=$(wrk -t1 -c50 -d"$DURATION" --latency "http://$addr/")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
+    RPS[$target]+="$rps " P50[$target]+="$p50 " P99[$target]+="$p99 "
+    printf 'round %d  %-8s %10.0f req/s  p50 %7.3f ms  p99 %7.3f ms\n' "$round" "$target" "$rps" "$p50" "$p99"
+  done
+done
+
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{ if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+
+echo
+echo "median of $ROUNDS rounds, wrk -t1 -c50 -d$DURATION, $(nproc) cores"
+printf '%-10s %12s %10s %10s\n' target "req/s" "p50 ms" "p99 ms"
+for target in upstream nginx rampart; do
+  printf '%-10s %12.0f %10.3f %10.3f\n' "$target" "$(median "${RPS[$target]}")" "$(median "${P50[$target]}")" "$(median "${P99[$target]}")"
+done
+awk -v r="$(median "${RPS[rampart]}")" -v n="$(median "${RPS[nginx]}")" -v rp="$(median "${P99[rampart]}")" -v np="$(median "${P99[nginx]}")" \
+  'BEGIN{ printf "rampart/nginx: %.2f x req/s, %.2f x p99\n", r/n, rp/np }'
+
+# Resident memory with 1,000 idle keep-alive connections.
+ulimit -n 65536 2>/dev/null || true
+python3 - "$RMP" "$RAMPART_PID" <<'PY'
+import socket, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+pid = sys.argv[2]
+def rss_kib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+before = rss_kib()
+conns = []
+for _ in range(1000):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data or not data.endswith(b"ok\n"):
+        data += s.recv(65536)
+    conns.append(s)
+time.sleep(1)
+after = rss_kib()
+print(f"rampart RSS: {before/1024:.1f} MiB before, {after/1024:.1f} MiB with {len(conns)} idle keep-alive connections")
+PY

@@ -1,0 +1,246 @@
+//! The access log: one JSON line per request, appended to an in-memory buffer on the
+//! request path and written out by a background thread every 100 ms (like NGINX's
+//! `access_log ... buffer= flush=`), so that logging never blocks the runtime and costs
+//! no wake-up per line. If the output stalls, lines beyond the buffer cap are dropped and
+//! counted rather than stalling requests.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Buffered bytes beyond which the writer is woken early.
+const WAKE_AT: usize = 256 * 1024;
+/// Buffered bytes beyond which lines are dropped.
+const CAP: usize = 16 * 1024 * 1024;
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+struct State {
+    buf: Vec<u8>,
+    closed: bool,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    wake: Condvar,
+    dropped: AtomicU64,
+}
+
+/// A handle to the access log; cheap to clone.
+#[derive(Clone)]
+pub struct AccessLog {
+    inner: Arc<Inner>,
+}
+
+/// Flushes the remaining lines and stops the writer thread when dropped.
+pub struct AccessLogFlusher {
+    inner: Arc<Inner>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread on `out` (standard output in the binary).
+    pub fn start(mut out: Box<dyn Write + Send>) -> (AccessLog, AccessLogFlusher) {
+        let inner = Arc::new(Inner {
+            state: Mutex::new(State {
+                buf: Vec::with_capacity(64 * 1024),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            dropped: AtomicU64::new(0),
+        });
+        let writer = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name("rampart-access-log".into())
+            .spawn(move || {
+                let mut spare = Vec::with_capacity(64 * 1024);
+                loop {
+                    let closed = {
+                        let Ok(guard) = writer.state.lock() else {
+                            return;
+                        };
+                        let Ok((mut state, _)) =
+                            writer.wake.wait_timeout_while(guard, FLUSH_EVERY, |s| {
+                                s.buf.len() < WAKE_AT && !s.closed
+                            })
+                        else {
+                            return;
+                        };
+                        std::mem::swap(&mut state.buf, &mut spare);
+                        state.closed
+                    };
+                    if !spare.is_empty() {
+                        // A failing output (closed pipe) loses log lines, never requests.
+                        let _ = out.write_all(&spare).and_then(|()| out.flush());
+                        spare.clear();
+                    }
+                    if closed {
+                        return;
+                    }
+                }
+            });
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the access log writer; access log disabled");
+                None
+            }
+        };
+        let log = AccessLog {
+            inner: inner.clone(),
+        };
+        (log, AccessLogFlusher { inner, thread })
+    }
+
+    /// Appends one line, built by `write` into the shared buffer.
+    pub fn line(&self, write: impl FnOnce(&mut Vec<u8>)) {
+        let Ok(mut state) = self.inner.state.lock() else {
+            return;
+        };
+        if state.closed || state.buf.len() >= CAP {
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        write(&mut state.buf);
+        state.buf.push(b'\n');
+        if state.buf.len() >= WAKE_AT {
+            self.inner.wake.notify_one();
+        }
+    }
+
+    /// Lines dropped because the output could not keep up.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for AccessLogFlusher {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.closed = true;
+        }
+        self.inner.wake.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => out.extend_from_slice(b"\\\""),
+            '\\' => out.extend_from_slice(b"\\\\"),
+            '\n' => out.extend_from_slice(b"\\n"),
+            '\r' => out.extend_from_slice(b"\\r"),
+            '\t' => out.extend_from_slice(b"\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// Appends the time as an RFC 3339 UTC timestamp with microseconds.
+pub fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let mut out = Vec::new();
+        rfc3339(
+            &mut out,
+            UNIX_EPOCH + Duration::from_micros(1_795_324_536_575_779),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2026-11-22T05:15:36.575779Z"
+        );
+        let mut out = Vec::new();
+        rfc3339(&mut out, UNIX_EPOCH + Duration::from_secs(951_782_400)); // leap day
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = Vec::new();
+        json_str(&mut out, "a\"b\\c\n\u{1}é");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, r#""a\"b\\c\n\u0001é""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&text).unwrap(),
+            "a\"b\\c\n\u{1}é"
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_are_written_in_order_and_flushed_on_drop() {
+        let sink = Shared::default();
+        let (log, flusher) = AccessLog::start(Box::new(sink.clone()));
+        for i in 0..1000 {
+            log.line(|b| {
+                let _ = write!(b, "{{\"n\":{i}}}");
+            });
+        }
+        drop(flusher);
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1000);
+        assert_eq!(lines[999], "{\"n\":999}");
+        log.line(|b| b.push(b'x'));
+        assert_eq!(
+            log.dropped(),
+            1,
+            "lines after close are counted, not written"
+        );
+    }
+}
