@@ -12,6 +12,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::exchange::Exchange;
+use crate::upstream::UpstreamConn;
 
 /// Request-body counters shared between the body (owned by the upstream client) and the
 /// request handler.
@@ -80,7 +81,9 @@ impl Body for RequestBody {
 }
 
 enum Source {
-    Upstream(Incoming),
+    /// The upstream's body, and the connection it arrives on, which this body drives and
+    /// returns to its pool at the end.
+    Upstream(Incoming, Option<UpstreamConn>),
     Full(Option<Bytes>),
 }
 
@@ -91,9 +94,9 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, exchange: Box<Exchange>) -> Self {
+    pub fn upstream(body: Incoming, conn: UpstreamConn, exchange: Box<Exchange>) -> Self {
         ResponseBody {
-            source: Source::Upstream(body),
+            source: Source::Upstream(body, Some(conn)),
             exchange: Some(exchange),
         }
     }
@@ -106,7 +109,15 @@ impl ResponseBody {
     }
 
     fn finish(&mut self, completed: bool) {
+        // A connection is reusable only after its response was read to the end.
+        let conn = match &mut self.source {
+            Source::Upstream(_, conn) => conn.take(),
+            Source::Full(_) => None,
+        };
         if let Some(exchange) = self.exchange.take() {
+            if let (true, Some(conn)) = (completed, conn) {
+                exchange.checkin(conn);
+            }
             exchange.finish(completed);
         }
     }
@@ -121,7 +132,12 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = match &mut self.source {
-            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Source::Upstream(body, conn) => {
+                if let Some(conn) = conn {
+                    conn.drive(cx);
+                }
+                Pin::new(body).poll_frame(cx)
+            }
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -139,14 +155,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upstream(body, _) => body.is_end_stream(),
             Source::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Upstream(body) => body.size_hint(),
+            Source::Upstream(body, _) => body.size_hint(),
             Source::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

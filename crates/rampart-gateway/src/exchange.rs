@@ -51,6 +51,15 @@ pub struct Exchange {
 }
 
 impl Exchange {
+    /// Returns the upstream connection of a completed exchange to its server's pool.
+    pub fn checkin(&self, conn: crate::upstream::UpstreamConn) {
+        if let (Some(route), Some(server)) = (self.route, self.upstream) {
+            if let Some(server) = self.runtime.route_at(route).pool.servers.get(server) {
+                server.endpoint.checkin(conn);
+            }
+        }
+    }
+
     /// Records metrics and writes the access log line. `completed` is false when the
     /// response body did not reach its end (client gone, upstream reset).
     pub fn finish(self: Box<Self>, completed: bool) {
@@ -110,10 +119,10 @@ impl Exchange {
             .map_or(0, |s| s.bytes.load(Ordering::Relaxed));
         let _ = write!(
             out,
-            ",\"status\":{},\"bytes_in\":{bytes_in},\"bytes_out\":{},\"duration_ms\":{:.3},\"upstream\":",
+            ",\"status\":{},\"bytes_in\":{bytes_in},\"bytes_out\":{},\"duration_ms\":{},\"upstream\":",
             self.status,
             self.bytes_out,
-            duration.as_secs_f64() * 1e3,
+            Millis(duration),
         );
         match upstream {
             Some(u) => json_str(out, u),
@@ -121,7 +130,7 @@ impl Exchange {
         }
         match self.upstream_duration {
             Some(d) => {
-                let _ = write!(out, ",\"upstream_ms\":{:.3}", d.as_secs_f64() * 1e3);
+                let _ = write!(out, ",\"upstream_ms\":{}", Millis(d));
             }
             None => out.extend_from_slice(b",\"upstream_ms\":null"),
         }
@@ -130,6 +139,17 @@ impl Exchange {
             ",\"decision\":\"{}\",\"completed\":{completed}}}",
             self.decision.as_str()
         );
+    }
+}
+
+/// A duration in milliseconds with three decimals, formatted with integer arithmetic
+/// (float formatting is a measurable part of a log line's cost).
+struct Millis(Duration);
+
+impl std::fmt::Display for Millis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let micros = self.0.as_micros();
+        write!(f, "{}.{:03}", micros / 1000, micros % 1000)
     }
 }
 
@@ -175,6 +195,15 @@ pub fn redact_query(uri: &Uri) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_have_three_decimals() {
+        assert_eq!(
+            Millis(Duration::from_micros(1_051_548)).to_string(),
+            "1051.548"
+        );
+        assert_eq!(Millis(Duration::from_nanos(7_900)).to_string(), "0.007");
+    }
 
     #[test]
     fn query_values_are_redacted_names_kept() {

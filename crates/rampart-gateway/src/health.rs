@@ -12,18 +12,8 @@ use crate::runtime::{Runtime, Server};
 use crate::server::Shared;
 
 async fn probe(server: &Server, timeout: Duration) -> bool {
-    let port =
-        server
-            .authority
-            .port_u16()
-            .unwrap_or(if server.scheme == http::uri::Scheme::HTTPS {
-                443
-            } else {
-                80
-            });
-    let target = format!("{}:{port}", server.authority.host());
     matches!(
-        tokio::time::timeout(timeout, TcpStream::connect(target)).await,
+        tokio::time::timeout(timeout, TcpStream::connect(server.endpoint.address())).await,
         Ok(Ok(_))
     )
 }
@@ -55,5 +45,8 @@ pub async fn probe_loop(shared: Arc<Shared>) {
         }
         let runtime = shared.runtime.load_full();
         probe_all(&runtime, runtime.config.health.connect_timeout).await;
+        for server in runtime.pools.values().flat_map(|p| p.servers.iter()) {
+            server.endpoint.sweep();
+        }
     }
 }

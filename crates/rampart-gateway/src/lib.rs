@@ -21,6 +21,7 @@ pub mod metrics;
 mod proxy;
 mod runtime;
 mod server;
+mod upstream;
 
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML};
 pub use server::{Gateway, GatewayError, GatewayHandle};

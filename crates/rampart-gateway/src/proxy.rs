@@ -20,6 +20,7 @@ use crate::headers::{
 use crate::metrics::Rejection;
 use crate::runtime::{Runtime, strip_prefix};
 use crate::server::{ConnInfo, RequestGuard, Shared};
+use crate::upstream::UpstreamError;
 
 /// The host a request is for, without port: the URI authority (HTTP/2, absolute-form) or
 /// the `Host` header.
@@ -260,14 +261,8 @@ pub async fn handle(
             None => PathAndQuery::try_from(path),
         }
     };
-    let uri = path_and_query.ok().and_then(|pq| {
-        Uri::builder()
-            .scheme(server.scheme.clone())
-            .authority(server.authority.clone())
-            .path_and_query(pq)
-            .build()
-            .ok()
-    });
+    // HTTP/1.1 to the upstream: the request target in origin form.
+    let uri = path_and_query.ok().map(Uri::from);
     let Some(uri) = uri else {
         return Ok(rejected(
             exchange,
@@ -309,11 +304,11 @@ pub async fn handle(
     let sent = Instant::now();
     let result = tokio::time::timeout(
         route.limits.upstream_timeout,
-        shared.client.request(upstream_request),
+        server.endpoint.send(upstream_request),
     )
     .await;
     exchange.upstream_duration = Some(sent.elapsed());
-    let response = match result {
+    let (response, conn) = match result {
         Err(_elapsed) => {
             return Ok(rejected(
                 exchange,
@@ -333,7 +328,7 @@ pub async fn handle(
                     true,
                 ));
             }
-            if e.is_connect() {
+            if matches!(e, UpstreamError::Connect(_)) {
                 server.set_reachable(false);
             }
             tracing::debug!(request_id = ?exchange.request_id, upstream = %server.url, error = %e, "upstream request failed");
@@ -345,7 +340,7 @@ pub async fn handle(
                 false,
             ));
         }
-        Ok(Ok(response)) => response,
+        Ok(Ok(exchanged)) => exchanged,
     };
     server.set_reachable(true);
     let (mut parts, body) = response.into_parts();
@@ -361,7 +356,7 @@ pub async fn handle(
     exchange.status = parts.status.as_u16();
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, exchange),
+        ResponseBody::upstream(body, conn, exchange),
     ))
 }
 

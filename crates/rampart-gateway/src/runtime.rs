@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use http::HeaderValue;
-use http::uri::{Authority, Scheme};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
@@ -19,6 +18,7 @@ use crate::config::{Config, LimitsConfig, LogConfig, parse_server_url};
 use crate::cors::Cors;
 use crate::headers::SecurityHeaders;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::upstream::{Endpoint, tls_client_config};
 
 pub struct Runtime {
     pub config: Config,
@@ -57,8 +57,7 @@ pub struct Pool {
 
 pub struct Server {
     pub url: String,
-    pub scheme: Scheme,
-    pub authority: Authority,
+    pub endpoint: Endpoint,
     pub host_header: HeaderValue,
     reachable: AtomicBool,
     up_gauge: Gauge,
@@ -97,6 +96,8 @@ impl Runtime {
         previous: Option<&Runtime>,
     ) -> Result<Runtime, String> {
         config.validate().map_err(|e| e.message)?;
+        let upstream_tls = tls_client_config().map_err(|e| format!("upstream TLS: {e}"))?;
+        let connect_timeout = config.server.upstream_connect_timeout;
         let mut pools = BTreeMap::new();
         for (name, pool_config) in &config.upstreams {
             let mut servers = Vec::with_capacity(pool_config.servers.len());
@@ -113,8 +114,7 @@ impl Runtime {
                 up_gauge.set(i64::from(was_up));
                 servers.push(Server {
                     url: url.clone(),
-                    scheme: scheme.clone(),
-                    authority: authority.clone(),
+                    endpoint: Endpoint::new(scheme, authority, &upstream_tls, connect_timeout)?,
                     host_header: HeaderValue::from_str(authority.as_str())
                         .map_err(|e| format!("`{url}`: {e}"))?,
                     reachable: AtomicBool::new(was_up),

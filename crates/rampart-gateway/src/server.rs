@@ -9,8 +9,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -21,13 +19,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, AccessLogFlusher};
-use crate::body::RequestBody;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use crate::{admin, health, proxy};
-
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, RequestBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -48,7 +43,6 @@ pub enum GatewayError {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
-    pub client: UpstreamClient,
     pub started: Instant,
     pub shutdown: CancellationToken,
     access_log: AccessLog,
@@ -108,31 +102,6 @@ fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, GatewayError> {
     Ok(Some(TlsAcceptor::from(Arc::new(server_config))))
 }
 
-fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(connect_timeout));
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
-    let https = match tls {
-        Ok(tls) => hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http),
-        // The provider's defaults are always consistent; this cannot happen.
-        Err(e) => unreachable!("rustls default protocol versions: {e}"),
-    };
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(https)
-}
-
 /// The compiled runtime plus what it needs from outside: TLS files and a first probe of
 /// every upstream server.
 async fn prepare(
@@ -169,7 +138,6 @@ impl Gateway {
         let metrics = Metrics::new();
         let listen = config.server.listen;
         let admin = config.server.admin;
-        let connect_timeout = config.server.upstream_connect_timeout;
         let runtime = prepare(config, &metrics, &access_log, None).await?;
         let listener = TcpListener::bind(listen)
             .await
@@ -197,7 +165,6 @@ impl Gateway {
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
-            client: upstream_client(connect_timeout),
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             access_log,

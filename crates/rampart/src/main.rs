@@ -164,13 +164,17 @@ fn serve(args: ServeArgs) -> Result<()> {
         .init();
 
     let config = load_config(&args).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = args.threads {
-        if threads == 0 {
-            bail!("--threads must be at least 1");
+    // One thread: the current-thread scheduler, which skips the work-stealing machinery.
+    let mut runtime = match args.threads {
+        Some(0) => bail!("--threads must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
         }
-        runtime.worker_threads(threads);
-    }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = runtime
         .enable_all()
         .build()
