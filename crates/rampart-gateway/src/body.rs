@@ -83,7 +83,7 @@ impl Body for RequestBody {
 enum Source {
     /// The upstream's body, and the connection it arrives on, which this body drives and
     /// returns to its pool at the end.
-    Upstream(Incoming, Option<UpstreamConn>),
+    Upstream(Incoming, Option<Box<UpstreamConn>>),
     Full(Option<Bytes>),
 }
 
@@ -94,7 +94,7 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, conn: UpstreamConn, exchange: Box<Exchange>) -> Self {
+    pub fn upstream(body: Incoming, conn: Box<UpstreamConn>, exchange: Box<Exchange>) -> Self {
         ResponseBody {
             source: Source::Upstream(body, Some(conn)),
             exchange: Some(exchange),

@@ -52,11 +52,11 @@ pub struct Exchange {
 
 impl Exchange {
     /// Returns the upstream connection of a completed exchange to its server's pool.
-    pub fn checkin(&self, conn: crate::upstream::UpstreamConn) {
-        if let (Some(route), Some(server)) = (self.route, self.upstream) {
-            if let Some(server) = self.runtime.route_at(route).pool.servers.get(server) {
-                server.endpoint.checkin(conn);
-            }
+    pub fn checkin(&self, conn: Box<crate::upstream::UpstreamConn>) {
+        if let (Some(route), Some(server)) = (self.route, self.upstream)
+            && let Some(server) = self.runtime.route_at(route).pool.servers.get(server)
+        {
+            server.endpoint.checkin(conn);
         }
     }
 

@@ -146,7 +146,10 @@ pub struct Endpoint {
     port: u16,
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<UpstreamConn>>,
+    /// Boxed: connections move between the pool and response bodies, and a box moves as
+    /// one pointer instead of the whole connection state.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<UpstreamConn>>>,
 }
 
 impl Endpoint {
@@ -184,7 +187,7 @@ impl Endpoint {
         format!("{}:{}", self.host, self.port)
     }
 
-    async fn connect(&self) -> Result<UpstreamConn, UpstreamError> {
+    async fn connect(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
         let connecting = async {
             let tcp = TcpStream::connect(self.address())
                 .await
@@ -203,12 +206,12 @@ impl Endpoint {
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-            Ok(UpstreamConn {
+            Ok(Box::new(UpstreamConn {
                 sender,
                 conn,
                 done: false,
                 idle_since: Instant::now(),
-            })
+            }))
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
@@ -216,7 +219,7 @@ impl Endpoint {
     }
 
     /// An idle connection ready for a request, or a new one.
-    async fn checkout(&self) -> Result<UpstreamConn, UpstreamError> {
+    async fn checkout(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some(mut conn) = pooled else {
@@ -232,7 +235,7 @@ impl Endpoint {
     }
 
     /// Returns a connection whose exchange has completed.
-    pub fn checkin(&self, mut conn: UpstreamConn) {
+    pub fn checkin(&self, mut conn: Box<UpstreamConn>) {
         if !conn.reusable() {
             return;
         }
@@ -258,7 +261,7 @@ impl Endpoint {
     pub async fn send(
         &self,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, UpstreamConn), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), UpstreamError> {
         let mut fresh = false;
         loop {
             let mut conn = if fresh {
