@@ -36,12 +36,26 @@ fn health(shared: &Shared) -> Response<Full<Bytes>> {
             let servers: Vec<serde_json::Value> = pool
                 .servers
                 .iter()
-                .map(|s| json!({"url": s.url, "reachable": s.reachable()}))
+                .enumerate()
+                .map(|(i, s)| {
+                    json!({
+                        "url": s.url,
+                        "healthy": s.healthy(),
+                        "breaker": s.breaker.state().as_str(),
+                        "ejected": pool.outliers.is_ejected(i),
+                        "available": pool.available(i),
+                        "in_flight": s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                    })
+                })
                 .collect();
             let state = if pool.is_up() { "up" } else { "down" };
             (
                 pool.name.clone(),
-                json!({"state": state, "servers": servers}),
+                json!({
+                    "state": state,
+                    "breaker": pool.breaker.state().as_str(),
+                    "servers": servers,
+                }),
             )
         })
         .collect();

@@ -26,22 +26,34 @@ pub struct BodyStats {
 #[error("request body exceeds the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
-/// The client's body on its way upstream; it fails the stream as soon as it passes `limit`.
-pub struct RequestBody {
-    inner: Incoming,
-    limit: u64,
-    seen: u64,
-    stats: Arc<BodyStats>,
+/// The client's body on its way upstream: streamed, failing as soon as it passes
+/// `limit`; or buffered, so that it can be sent again on a retry.
+pub enum RequestBody {
+    Streaming {
+        inner: Incoming,
+        limit: u64,
+        seen: u64,
+        stats: Arc<BodyStats>,
+    },
+    Buffered(Option<Bytes>),
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
-        RequestBody {
+    pub fn streaming(inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
+        RequestBody::Streaming {
             inner,
             limit,
             seen: 0,
             stats,
         }
+    }
+
+    pub fn buffered(bytes: Bytes) -> Self {
+        RequestBody::Buffered((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn empty() -> Self {
+        RequestBody::Buffered(None)
     }
 }
 
@@ -50,33 +62,51 @@ impl Body for RequestBody {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => frame,
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Pending => return Poll::Pending,
-        };
-        if let Some(data) = frame.data_ref() {
-            let len = data.len() as u64;
-            self.seen += len;
-            self.stats.bytes.fetch_add(len, Ordering::Relaxed);
-            if self.seen > self.limit {
-                self.stats.over_limit.store(true, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(Box::new(BodyTooLarge(self.limit)))));
+        match self.get_mut() {
+            RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            RequestBody::Streaming {
+                inner,
+                limit,
+                seen,
+                stats,
+            } => {
+                let frame = match Pin::new(inner).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => frame,
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(None) => return Poll::Ready(None),
+                    Poll::Pending => return Poll::Pending,
+                };
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    *seen += len;
+                    stats.bytes.fetch_add(len, Ordering::Relaxed);
+                    if *seen > *limit {
+                        stats.over_limit.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge(*limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
             }
         }
-        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
+            RequestBody::Buffered(bytes) => bytes.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            RequestBody::Streaming { inner, .. } => inner.size_hint(),
+            RequestBody::Buffered(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 

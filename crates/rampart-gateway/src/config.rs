@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rampart_resilience::{BreakerConfig, HealthCheckConfig, OutlierConfig, RetryConfig, Strategy};
 use serde::Deserialize;
 
 /// The commented default configuration. `rampart init` writes it, and with no config file
@@ -28,8 +29,6 @@ pub struct Config {
     pub cors: CorsConfig,
     #[serde(default)]
     pub log: LogConfig,
-    #[serde(default)]
-    pub health: HealthConfig,
     /// Upstream pools by name.
     #[serde(default = "default_upstreams")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -45,7 +44,6 @@ impl Default for Config {
             security_headers: SecurityHeadersConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
-            health: HealthConfig::default(),
             upstreams: default_upstreams(),
             routes: default_routes(),
         }
@@ -58,9 +56,7 @@ pub const DEFAULT_UPSTREAM: &str = "http://127.0.0.1:8000";
 fn default_upstreams() -> BTreeMap<String, UpstreamConfig> {
     BTreeMap::from([(
         "default".to_owned(),
-        UpstreamConfig {
-            servers: vec![DEFAULT_UPSTREAM.to_owned()],
-        },
+        UpstreamConfig::with_servers(vec![DEFAULT_UPSTREAM.to_owned()]),
     )])
 }
 
@@ -75,6 +71,8 @@ fn default_routes() -> Vec<RouteConfig> {
         limits: RouteLimits::default(),
         security_headers: SecurityHeadersOverride::default(),
         cors: None,
+        retry: RetryConfig::default(),
+        fallback: None,
     }]
 }
 
@@ -327,30 +325,91 @@ impl Default for LogConfig {
     }
 }
 
-/// Reachability probing of upstream servers, for `/health` and `/health/ready`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HealthConfig {
-    #[serde(with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(with = "humantime_serde")]
-    pub connect_timeout: Duration,
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Servers as `http://host:port` or `https://host:port`.
+    pub servers: Vec<String>,
+    /// `p2c` (power of two choices on outstanding requests, the default) or `round_robin`.
+    #[serde(default)]
+    pub balance: Strategy,
+    /// Circuit breaker of each server.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Circuit breaker of the pool as a whole.
+    #[serde(default)]
+    pub pool_breaker: BreakerConfig,
+    /// Active checks: HTTP with a `path`, else a TCP connect.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+    /// Passive ejection of servers that fail in a row.
+    #[serde(default)]
+    pub outlier: OutlierConfig,
+    /// What counts as a failed call, for breakers and ejection.
+    #[serde(default)]
+    pub failure: FailureConfig,
 }
 
-impl Default for HealthConfig {
-    fn default() -> Self {
-        HealthConfig {
-            interval: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(1),
+impl UpstreamConfig {
+    pub fn with_servers(servers: Vec<String>) -> Self {
+        UpstreamConfig {
+            servers,
+            balance: Strategy::default(),
+            breaker: BreakerConfig::default(),
+            pool_breaker: BreakerConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            outlier: OutlierConfig::default(),
+            failure: FailureConfig::default(),
         }
     }
 }
 
+/// What counts as a failed upstream call. Default: connect errors, resets, timeouts and
+/// 5xx statuses.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailureConfig {
+    pub connect: bool,
+    pub reset: bool,
+    pub timeout: bool,
+    /// Every 5xx status.
+    pub server_errors: bool,
+    /// Further statuses, e.g. `[429]`.
+    pub statuses: Vec<u16>,
+}
+
+impl Default for FailureConfig {
+    fn default() -> Self {
+        FailureConfig {
+            connect: true,
+            reset: true,
+            timeout: true,
+            server_errors: true,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+impl FailureConfig {
+    pub fn status_fails(&self, status: u16) -> bool {
+        (self.server_errors && status >= 500) || self.statuses.contains(&status)
+    }
+}
+
+/// A static answer for when no upstream server can take a request.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UpstreamConfig {
-    /// Servers as `http://host:port` or `https://host:port`, used round robin.
-    pub servers: Vec<String>,
+pub struct FallbackConfig {
+    #[serde(default = "fallback_status")]
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// File whose content is the body; relative to the config file.
+    pub body_file: Option<PathBuf>,
+}
+
+fn fallback_status() -> u16 {
+    503
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -376,6 +435,11 @@ pub struct RouteConfig {
     pub security_headers: SecurityHeadersOverride,
     /// Replaces the global `[cors]` for this route.
     pub cors: Option<CorsConfig>,
+    /// Retries of failed upstream calls.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Static answer when no upstream server can take the request.
+    pub fallback: Option<FallbackConfig>,
 }
 
 impl RouteConfig {
@@ -464,11 +528,19 @@ impl Config {
     }
 
     fn resolve_relative_paths(&mut self, dir: &Path) {
-        if let Some(tls) = &mut self.server.tls {
-            for p in [&mut tls.cert, &mut tls.key] {
-                if p.is_relative() {
-                    *p = dir.join(&*p);
-                }
+        let paths = self
+            .server
+            .tls
+            .iter_mut()
+            .flat_map(|tls| [&mut tls.cert, &mut tls.key])
+            .chain(
+                self.routes
+                    .iter_mut()
+                    .filter_map(|r| r.fallback.as_mut()?.body_file.as_mut()),
+            );
+        for p in paths {
+            if p.is_relative() {
+                *p = dir.join(&*p);
             }
         }
     }
@@ -501,12 +573,6 @@ impl Config {
                 ));
             }
         }
-        if self.health.interval.is_zero() || self.health.connect_timeout.is_zero() {
-            return Err(Invalid::new(
-                vec![Key("health")],
-                "health interval and connect_timeout must be greater than zero",
-            ));
-        }
         for (name, pool) in &self.upstreams {
             let at = vec![Key("upstreams"), Name(name.clone()), Key("servers")];
             if pool.servers.is_empty() {
@@ -519,6 +585,17 @@ impl Config {
                 let mut at = at.clone();
                 at.push(Index(i));
                 parse_server_url(server).map_err(|m| Invalid::new(at, m))?;
+            }
+            let section = |k: &'static str| vec![Key("upstreams"), Name(name.clone()), Key(k)];
+            for (key, problem) in [
+                ("breaker", pool.breaker.problem()),
+                ("pool_breaker", pool.pool_breaker.problem()),
+                ("health_check", pool.health_check.problem()),
+                ("outlier", pool.outlier.problem()),
+            ] {
+                if let Some(problem) = problem {
+                    return Err(Invalid::new(section(key), problem));
+                }
             }
         }
         if self.routes.is_empty() {
@@ -569,6 +646,22 @@ impl Config {
             if let Some(cors) = &route.cors {
                 validate_cors(cors, vec![Key("routes"), Index(i), Key("cors")])?;
             }
+            if let Some(problem) = route.retry.problem() {
+                return Err(Invalid::new(at("retry"), problem));
+            }
+            if let Some(fallback) = &route.fallback {
+                let ok_status = (200..=599).contains(&fallback.status);
+                if !ok_status {
+                    return Err(Invalid::new(
+                        at("fallback"),
+                        format!(
+                            "fallback status {} is not a response status",
+                            fallback.status
+                        ),
+                    ));
+                }
+                validate_header_map(&fallback.headers, at("fallback"))?;
+            }
         }
         Ok(())
     }
@@ -590,10 +683,8 @@ fn validate_limits(limits: &LimitsConfig, at: Vec<KeyPath>) -> Result<(), Invali
     Ok(())
 }
 
-fn validate_headers(headers: &SecurityHeadersConfig, at: Vec<KeyPath>) -> Result<(), Invalid> {
-    for (name, value) in &headers.extra {
-        let mut at = at.clone();
-        at.push(KeyPath::Key("extra"));
+fn validate_header_map(map: &BTreeMap<String, String>, at: Vec<KeyPath>) -> Result<(), Invalid> {
+    for (name, value) in map {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
             return Err(Invalid::new(
                 at,
@@ -607,6 +698,13 @@ fn validate_headers(headers: &SecurityHeadersConfig, at: Vec<KeyPath>) -> Result
             ));
         }
     }
+    Ok(())
+}
+
+fn validate_headers(headers: &SecurityHeadersConfig, at: Vec<KeyPath>) -> Result<(), Invalid> {
+    let mut extra_at = at.clone();
+    extra_at.push(KeyPath::Key("extra"));
+    validate_header_map(&headers.extra, extra_at)?;
     for value in [
         &headers.content_type_options,
         &headers.frame_options,

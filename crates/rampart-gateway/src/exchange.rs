@@ -21,6 +21,8 @@ pub enum Decision {
     Proxied,
     Preflight,
     Rejected(crate::metrics::Rejection),
+    /// The route's fallback answer was served.
+    Fallback,
 }
 
 impl Decision {
@@ -29,6 +31,7 @@ impl Decision {
             Decision::Proxied => "proxied",
             Decision::Preflight => "cors_preflight",
             Decision::Rejected(r) => r.as_str(),
+            Decision::Fallback => "fallback",
         }
     }
 }

@@ -1,51 +1,103 @@
-//! Upstream reachability: a TCP connect probe per server, run at start, after each reload
-//! and every `health.interval`. The request path also marks a server down on a connect
-//! error and up on a response, so the state follows traffic between probes.
+//! Active health checks of upstream servers: each pool's servers are checked every
+//! `health_check.interval` (HTTP GET of a path, or a TCP connect), all at once. The first
+//! round, at start and after each reload, sets the state outright so that readiness is
+//! known before serving; later rounds move it only across the thresholds.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::net::TcpStream;
+use tokio::time::Instant;
 
-use crate::runtime::{Runtime, Server};
+use crate::runtime::{Pool, Runtime, Server};
 use crate::server::Shared;
 
-async fn probe(server: &Server, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, TcpStream::connect(server.endpoint.address())).await,
-        Ok(Ok(_))
-    )
+async fn check(pool: &Pool, server: &Server) -> bool {
+    let c = &pool.health_check;
+    server
+        .endpoint
+        .check(
+            c.path.as_deref(),
+            &server.host_header,
+            c.expected_status,
+            c.timeout,
+        )
+        .await
 }
 
-/// Probes every server of every pool at once and records the results.
-pub async fn probe_all(runtime: &Runtime, timeout: Duration) {
-    let servers: Vec<&Server> = runtime
-        .pools
-        .values()
-        .flat_map(|p| p.servers.iter())
-        .collect();
-    let results = join_all(servers.iter().map(|s| probe(s, timeout))).await;
-    for (server, up) in servers.into_iter().zip(results) {
-        if server.reachable() != up {
-            tracing::info!(upstream = %server.url, reachable = up, "upstream reachability changed");
-        }
-        server.set_reachable(up);
+fn set_health(pool: &Pool, server: &Server, healthy: bool, was: bool) {
+    server.metrics.up.set(i64::from(healthy));
+    if healthy != was {
+        tracing::warn!(
+            pool = %pool.name,
+            upstream = %server.url,
+            healthy,
+            "upstream health changed"
+        );
     }
 }
 
-/// Probes on the configured interval until shutdown.
-pub async fn probe_loop(shared: Arc<Shared>) {
+/// Checks every server of every pool once and sets the results outright.
+pub async fn check_all(runtime: &Runtime) {
+    let servers: Vec<(&Pool, &Server)> = runtime
+        .pools
+        .values()
+        .flat_map(|p| p.servers.iter().map(move |s| (&**p, s)))
+        .collect();
+    let results = join_all(servers.iter().map(|(p, s)| check(p, s))).await;
+    for ((pool, server), healthy) in servers.into_iter().zip(results) {
+        let was = server.healthy();
+        server.health.set(healthy);
+        set_health(pool, server, healthy, was);
+    }
+}
+
+/// Runs the checks on each pool's interval until shutdown; also closes idle upstream
+/// connections that expired or were closed by the server.
+pub async fn check_loop(shared: Arc<Shared>) {
+    const TICK: Duration = Duration::from_millis(100);
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut current: Option<Arc<Runtime>> = None;
     loop {
-        let runtime = shared.runtime.load_full();
-        let interval = runtime.config.health.interval;
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(TICK) => {}
             _ = shared.shutdown.cancelled() => return,
         }
         let runtime = shared.runtime.load_full();
-        probe_all(&runtime, runtime.config.health.connect_timeout).await;
-        for server in runtime.pools.values().flat_map(|p| p.servers.iter()) {
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &runtime)) {
+            // A new config was just checked in full by the reload.
+            let now = Instant::now();
+            due = runtime
+                .pools
+                .values()
+                .map(|p| (p.name.clone(), now + p.health_check.interval))
+                .collect();
+            current = Some(runtime.clone());
+        }
+        let now = Instant::now();
+        let pools: Vec<&Pool> = runtime
+            .pools
+            .values()
+            .filter(|p| due.get(&p.name).is_none_or(|at| *at <= now))
+            .map(|p| &**p)
+            .collect();
+        if pools.is_empty() {
+            continue;
+        }
+        for pool in &pools {
+            due.insert(pool.name.clone(), now + pool.health_check.interval);
+        }
+        let servers: Vec<(&Pool, &Server)> = pools
+            .iter()
+            .flat_map(|p| p.servers.iter().map(move |s| (*p, s)))
+            .collect();
+        let results = join_all(servers.iter().map(|(p, s)| check(p, s))).await;
+        for ((pool, server), passed) in servers.into_iter().zip(results) {
+            let was = server.healthy();
+            if let Some(healthy) = server.health.record(passed, &pool.health_check) {
+                set_health(pool, server, healthy, was);
+            }
             server.endpoint.sweep();
         }
     }

@@ -40,6 +40,11 @@ struct ServerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabel {
+    pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
 }
@@ -54,17 +59,19 @@ pub enum Rejection {
     cors_refused,
     upstream_timeout,
     upstream_unavailable,
+    circuit_open,
     bad_request,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 7] = [
+    const ALL: [Rejection; 8] = [
         Rejection::no_route,
         Rejection::body_too_large,
         Rejection::headers_too_large,
         Rejection::cors_refused,
         Rejection::upstream_timeout,
         Rejection::upstream_unavailable,
+        Rejection::circuit_open,
         Rejection::bad_request,
     ];
 
@@ -76,6 +83,7 @@ impl Rejection {
             Rejection::cors_refused => "cors_refused",
             Rejection::upstream_timeout => "upstream_timeout",
             Rejection::upstream_unavailable => "upstream_unavailable",
+            Rejection::circuit_open => "circuit_open",
             Rejection::bad_request => "bad_request",
         }
     }
@@ -89,6 +97,13 @@ pub struct Metrics {
     upstream_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     rejections: [Counter; Rejection::ALL.len()],
     server_up: Family<ServerLabels, Gauge>,
+    server_requests: Family<ServerLabels, Counter>,
+    server_failures: Family<ServerLabels, Counter>,
+    server_ejections: Family<ServerLabels, Counter>,
+    server_breaker: Family<ServerLabels, Gauge>,
+    pool_breaker: Family<PoolLabel, Gauge>,
+    retries: Family<RouteLabel, Counter>,
+    budget_exhausted: Family<RouteLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     pub active_connections: Gauge,
     pub connections: Counter,
@@ -107,6 +122,18 @@ pub struct RouteMetrics {
     by_status_class: [Counter; 5],
     pub request_duration: Histogram,
     pub upstream_duration: Histogram,
+    pub retries: Counter,
+    pub budget_exhausted: Counter,
+}
+
+/// An upstream server's metric handles.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pub up: Gauge,
+    pub requests: Counter,
+    pub failures: Counter,
+    pub ejections: Counter,
+    pub breaker_state: Gauge,
 }
 
 impl RouteMetrics {
@@ -141,6 +168,13 @@ impl Metrics {
                 .clone()
         });
         let server_up = Family::<ServerLabels, Gauge>::default();
+        let server_requests = Family::<ServerLabels, Counter>::default();
+        let server_failures = Family::<ServerLabels, Counter>::default();
+        let server_ejections = Family::<ServerLabels, Counter>::default();
+        let server_breaker = Family::<ServerLabels, Gauge>::default();
+        let pool_breaker = Family::<PoolLabel, Gauge>::default();
+        let retries = Family::<RouteLabel, Counter>::default();
+        let budget_exhausted = Family::<RouteLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let active_connections = Gauge::default();
         let connections = Counter::default();
@@ -166,8 +200,43 @@ impl Metrics {
         );
         registry.register(
             "upstream_server_up",
-            "1 when the upstream server accepted the last connection probe",
+            "1 when the upstream server passes its active health checks",
             server_up.clone(),
+        );
+        registry.register(
+            "upstream_requests",
+            "Calls made to the upstream server",
+            server_requests.clone(),
+        );
+        registry.register(
+            "upstream_failures",
+            "Calls to the upstream server that failed (as the pool's failure policy says)",
+            server_failures.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Times the upstream server was ejected after consecutive failures",
+            server_ejections.clone(),
+        );
+        registry.register(
+            "upstream_breaker_state",
+            "Circuit breaker of the upstream server: 0 closed, 1 open, 2 half-open",
+            server_breaker.clone(),
+        );
+        registry.register(
+            "pool_breaker_state",
+            "Circuit breaker of the pool: 0 closed, 1 open, 2 half-open",
+            pool_breaker.clone(),
+        );
+        registry.register(
+            "retries",
+            "Upstream calls retried, by route",
+            retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries refused because the route's retry budget was spent",
+            budget_exhausted.clone(),
         );
         registry.register(
             "config_reloads",
@@ -191,6 +260,13 @@ impl Metrics {
             upstream_duration,
             rejections,
             server_up,
+            server_requests,
+            server_failures,
+            server_ejections,
+            server_breaker,
+            pool_breaker,
+            retries,
+            budget_exhausted,
             reloads,
             active_connections,
             connections,
@@ -212,6 +288,8 @@ impl Metrics {
             }),
             request_duration: self.request_duration.get_or_create(&label).clone(),
             upstream_duration: self.upstream_duration.get_or_create(&label).clone(),
+            retries: self.retries.get_or_create(&label).clone(),
+            budget_exhausted: self.budget_exhausted.get_or_create(&label).clone(),
         }
     }
 
@@ -219,11 +297,24 @@ impl Metrics {
         self.rejections[reason as usize].inc();
     }
 
-    pub fn server_gauge(&self, pool: &str, server: &str) -> Gauge {
-        self.server_up
-            .get_or_create(&ServerLabels {
+    pub fn server(&self, pool: &str, server: &str) -> ServerMetrics {
+        let labels = ServerLabels {
+            pool: pool.to_owned(),
+            server: server.to_owned(),
+        };
+        ServerMetrics {
+            up: self.server_up.get_or_create(&labels).clone(),
+            requests: self.server_requests.get_or_create(&labels).clone(),
+            failures: self.server_failures.get_or_create(&labels).clone(),
+            ejections: self.server_ejections.get_or_create(&labels).clone(),
+            breaker_state: self.server_breaker.get_or_create(&labels).clone(),
+        }
+    }
+
+    pub fn pool_breaker_gauge(&self, pool: &str) -> Gauge {
+        self.pool_breaker
+            .get_or_create(&PoolLabel {
                 pool: pool.to_owned(),
-                server: server.to_owned(),
             })
             .clone()
     }

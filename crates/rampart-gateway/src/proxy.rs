@@ -9,7 +9,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 
 use crate::body::{BodyStats, RequestBody, ResponseBody};
@@ -18,9 +19,12 @@ use crate::headers::{
     X_REQUEST_ID, acceptable_request_id, new_request_id, remove_hop_by_hop, set_forwarded,
 };
 use crate::metrics::Rejection;
-use crate::runtime::{Runtime, strip_prefix};
+use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
 use crate::server::{ConnInfo, RequestGuard, Shared};
-use crate::upstream::UpstreamError;
+use crate::upstream::{SendFailure, UpstreamConn, UpstreamError};
+use http_body_util::BodyExt;
+use rampart_resilience::{InFlight, Outcome, RetryOn};
+use std::time::Duration;
 
 /// The host a request is for, without port: the URI authority (HTTP/2, absolute-form) or
 /// the `Host` header.
@@ -245,10 +249,7 @@ pub async fn handle(
         _ => {}
     }
 
-    // The upstream request.
-    let server_index = route.pool.pick();
-    let server = &route.pool.servers[server_index];
-    exchange.upstream = Some(server_index);
+    // The upstream request, the same for every attempt but for `Host`.
     let path_and_query = {
         let path = parts.uri.path();
         let path = if route.strip_prefix {
@@ -262,8 +263,7 @@ pub async fn handle(
         }
     };
     // HTTP/1.1 to the upstream: the request target in origin form.
-    let uri = path_and_query.ok().map(Uri::from);
-    let Some(uri) = uri else {
+    let Some(uri) = path_and_query.ok().map(Uri::from) else {
         return Ok(rejected(
             exchange,
             StatusCode::BAD_REQUEST,
@@ -285,40 +285,51 @@ pub async fn handle(
     parts
         .headers
         .insert(X_REQUEST_ID, exchange.request_id.clone());
-    match (route.preserve_host, original_host) {
-        (true, Some(h)) => {
-            parts.headers.insert(header::HOST, h);
-        }
-        _ => {
-            parts
-                .headers
-                .insert(header::HOST, server.host_header.clone());
-        }
-    }
+    let preserved_host = original_host.filter(|_| route.preserve_host);
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let stats = Arc::new(BodyStats::default());
     exchange.body_stats = Some(stats.clone());
-    let upstream_request = Request::from_parts(parts, RequestBody::new(body, limit, stats.clone()));
 
-    let sent = Instant::now();
-    let result = tokio::time::timeout(
-        route.limits.upstream_timeout,
-        server.endpoint.send(upstream_request),
-    )
-    .await;
-    exchange.upstream_duration = Some(sent.elapsed());
-    let (response, conn) = match result {
-        Err(_elapsed) => {
-            return Ok(rejected(
-                exchange,
-                StatusCode::GATEWAY_TIMEOUT,
-                Rejection::upstream_timeout,
-                "upstream timed out",
-                false,
-            ));
+    // Small bodies are buffered so that a retry can send them again.
+    let exact = body.size_hint().exact();
+    let outgoing = match exact {
+        Some(0) => Outgoing::Replayable(Bytes::new()),
+        Some(n) if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 => {
+            let reading = body.collect();
+            match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
+                Ok(Ok(collected)) => {
+                    let bytes = collected.to_bytes();
+                    stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                    Outgoing::Replayable(bytes)
+                }
+                Ok(Err(_)) => {
+                    return Ok(rejected(
+                        exchange,
+                        StatusCode::BAD_REQUEST,
+                        Rejection::bad_request,
+                        "the request body could not be read",
+                        true,
+                    ));
+                }
+                Err(_) => {
+                    return Ok(rejected(
+                        exchange,
+                        StatusCode::REQUEST_TIMEOUT,
+                        Rejection::bad_request,
+                        "the request body was not received in time",
+                        true,
+                    ));
+                }
+            }
         }
-        Ok(Err(e)) => {
+        _ => Outgoing::Streaming(Some(RequestBody::streaming(body, limit, stats.clone()))),
+    };
+
+    let forwarded = forward(route, parts, outgoing, preserved_host, &mut exchange).await;
+    let (response, conn) = match forwarded {
+        Ok(exchanged) => exchanged,
+        Err(failure) => {
             if stats.over_limit.load(Ordering::Relaxed) {
                 return Ok(rejected(
                     exchange,
@@ -328,21 +339,44 @@ pub async fn handle(
                     true,
                 ));
             }
-            if matches!(e, UpstreamError::Connect(_)) {
-                server.set_reachable(false);
+            let (status, reason, message) = match failure {
+                Failure::Timeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    Rejection::upstream_timeout,
+                    "upstream timed out",
+                ),
+                Failure::Unavailable => (
+                    StatusCode::BAD_GATEWAY,
+                    Rejection::upstream_unavailable,
+                    "upstream unavailable",
+                ),
+                Failure::CircuitOpen(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Rejection::circuit_open,
+                    "no upstream server available",
+                ),
+            };
+            shared.metrics.rejected(reason);
+            if let Some(fallback) = &route.fallback {
+                return Ok(fallback_response(exchange, fallback, tls));
             }
-            tracing::debug!(request_id = ?exchange.request_id, upstream = %server.url, error = %e, "upstream request failed");
-            return Ok(rejected(
+            let mut response = reject(
                 exchange,
-                StatusCode::BAD_GATEWAY,
-                Rejection::upstream_unavailable,
-                "upstream unavailable",
+                tls,
+                status,
+                Decision::Rejected(reason),
+                message,
                 false,
-            ));
+            );
+            if let Failure::CircuitOpen(retry_after) = failure {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            return Ok(response);
         }
-        Ok(Ok(exchanged)) => exchanged,
     };
-    server.set_reachable(true);
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     route.cors.apply(origin.as_ref(), &mut parts.headers);
@@ -358,6 +392,263 @@ pub async fn handle(
         parts,
         ResponseBody::upstream(body, conn, exchange),
     ))
+}
+
+/// The request body as the attempts see it.
+enum Outgoing {
+    /// Buffered (or empty): every attempt gets a copy.
+    Replayable(Bytes),
+    /// Streamed: only the first attempt can have it.
+    Streaming(Option<RequestBody>),
+}
+
+impl Outgoing {
+    fn take(&mut self) -> Option<RequestBody> {
+        match self {
+            Outgoing::Replayable(bytes) => Some(RequestBody::buffered(bytes.clone())),
+            Outgoing::Streaming(body) => body.take(),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, Outgoing::Replayable(_))
+    }
+}
+
+/// Why no upstream response could be had.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Timeout,
+    Unavailable,
+    /// No server could take the request; the earliest a breaker lets calls through again.
+    CircuitOpen(Duration),
+}
+
+/// What went wrong with one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AttemptError {
+    Connect,
+    Reset,
+    Timeout,
+    Status,
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// The servers that can take a request now, preferring those not tried yet. When no
+/// server passes its health checks, the checks may be what is wrong (as Envoy's panic
+/// mode assumes): servers not ejected and not cut off by their breaker are tried anyway.
+fn candidates(pool: &Pool, tried: &[usize]) -> Vec<usize> {
+    let mut available: Vec<usize> = (0..pool.servers.len())
+        .filter(|&i| pool.available(i))
+        .collect();
+    if available.is_empty() {
+        available = (0..pool.servers.len())
+            .filter(|&i| pool.reachable_ignoring_health(i))
+            .collect();
+    }
+    let untried: Vec<usize> = available
+        .iter()
+        .copied()
+        .filter(|i| !tried.contains(i))
+        .collect();
+    if untried.is_empty() {
+        available
+    } else {
+        untried
+    }
+}
+
+/// The earliest time a server of the pool may take calls again.
+fn retry_after(pool: &Pool) -> Duration {
+    pool.servers
+        .iter()
+        .filter_map(|s| s.breaker.try_acquire().err().map(|r| r.retry_after))
+        .min()
+        .unwrap_or(Duration::from_secs(1))
+}
+
+/// Sends the request upstream: picks a server (balancer, breakers, health, ejection),
+/// retries what the route allows within its budget and the overall deadline, each retry
+/// to another server when there is one, and records every outcome.
+async fn forward(
+    route: &Route,
+    parts: http::request::Parts,
+    mut outgoing: Outgoing,
+    preserved_host: Option<HeaderValue>,
+    exchange: &mut Exchange,
+) -> Result<(Response<Incoming>, Box<UpstreamConn>), Failure> {
+    let pool = &*route.pool;
+    let retry = &route.retry;
+    route.budget.deposit();
+    let deadline = tokio::time::Instant::now() + route.limits.upstream_timeout;
+    let pool_permit = pool
+        .breaker
+        .try_acquire()
+        .map_err(|open| Failure::CircuitOpen(open.retry_after))?;
+    let idempotent = idempotent(&parts.method);
+    let mut parts = Some(parts);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut unsent: Option<Request<RequestBody>> = None;
+    let mut attempt = 0;
+    let mut failure = Failure::Unavailable;
+    let started = Instant::now();
+    let outcome = |failed: bool| Outcome {
+        failure: failed,
+        duration: started.elapsed(),
+    };
+    // Bounded: each pass either makes an attempt or marks a server tried.
+    for _ in 0..(retry.max_attempts as usize + pool.servers.len()) {
+        let picked = pool.balancer.pick(&candidates(pool, &tried), |i| {
+            pool.servers[i].in_flight.load(Ordering::Relaxed)
+        });
+        let Some(index) = picked else {
+            if attempt == 0 {
+                drop(pool_permit);
+                return Err(Failure::CircuitOpen(retry_after(pool)));
+            }
+            break;
+        };
+        let server = &pool.servers[index];
+        let Ok(permit) = server.breaker.try_acquire() else {
+            tried.push(index);
+            continue;
+        };
+        attempt += 1;
+        exchange.upstream = Some(index);
+        let _in_flight = InFlight::start(&server.in_flight);
+        let mut request = match unsent.take() {
+            Some(request) => request,
+            None => {
+                // Copied while a later attempt may need the head again; moved otherwise.
+                let head = if outgoing.replayable() && attempt < retry.max_attempts {
+                    parts.clone()
+                } else {
+                    parts.take()
+                };
+                let (Some(head), Some(body)) = (head, outgoing.take()) else {
+                    break;
+                };
+                Request::from_parts(head, body)
+            }
+        };
+        let host = preserved_host.as_ref().unwrap_or(&server.host_header);
+        request.headers_mut().insert(header::HOST, host.clone());
+
+        let now = tokio::time::Instant::now();
+        let remaining = deadline.saturating_duration_since(now);
+        let per_try = retry
+            .per_try_timeout
+            .map_or(remaining, |t| t.min(remaining));
+        let sent = Instant::now();
+        let result = tokio::time::timeout(per_try, server.endpoint.send(request)).await;
+        exchange.upstream_duration = Some(sent.elapsed());
+        let error = match result {
+            Ok(Ok((response, conn))) => {
+                let status = response.status().as_u16();
+                let failed = pool.failure.status_fails(status);
+                permit.record(outcome(failed));
+                pool.record(index, failed);
+                let retry_it = retry.retries_status(status) && idempotent && outgoing.replayable();
+                if !retry_it || !may_retry(route, attempt, deadline) {
+                    pool_permit.record(outcome(failed));
+                    return Ok((response, conn));
+                }
+                AttemptError::Status
+            }
+            Ok(Err(SendFailure {
+                error,
+                unsent: back,
+            })) => {
+                let kind = match error {
+                    UpstreamError::Connect(_) => AttemptError::Connect,
+                    UpstreamError::Exchange(_) => AttemptError::Reset,
+                };
+                tracing::debug!(upstream = %server.url, error = %error, "upstream attempt failed");
+                let counts = match kind {
+                    AttemptError::Connect => pool.failure.connect,
+                    _ => pool.failure.reset,
+                };
+                permit.record(outcome(counts));
+                pool.record(index, counts);
+                unsent = back;
+                failure = Failure::Unavailable;
+                kind
+            }
+            Err(_elapsed) => {
+                permit.record(outcome(pool.failure.timeout));
+                pool.record(index, pool.failure.timeout);
+                failure = Failure::Timeout;
+                AttemptError::Timeout
+            }
+        };
+        tried.push(index);
+        let allowed = match error {
+            // Nothing was sent: safe for any method, as long as the request came back.
+            AttemptError::Connect => retry.on.contains(&RetryOn::Connect) && unsent.is_some(),
+            AttemptError::Reset => {
+                retry.on.contains(&RetryOn::Reset) && idempotent && outgoing.replayable()
+            }
+            AttemptError::Timeout => {
+                retry.on.contains(&RetryOn::Timeout) && idempotent && outgoing.replayable()
+            }
+            // Checked above, together with the budget.
+            AttemptError::Status => true,
+        };
+        if error != AttemptError::Status && (!allowed || !may_retry(route, attempt, deadline)) {
+            break;
+        }
+        route.metrics.retries.inc();
+        let pause = retry.backoff(attempt);
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if pause >= remaining {
+            failure = Failure::Timeout;
+            break;
+        }
+        tokio::time::sleep(pause).await;
+    }
+    pool_permit.record(outcome(true));
+    Err(failure)
+}
+
+/// Whether one more attempt is allowed: attempts left, time left, and the budget.
+fn may_retry(route: &Route, attempt: u32, deadline: tokio::time::Instant) -> bool {
+    if attempt >= route.retry.max_attempts || tokio::time::Instant::now() >= deadline {
+        return false;
+    }
+    if route.budget.try_withdraw() {
+        true
+    } else {
+        route.metrics.budget_exhausted.inc();
+        false
+    }
+}
+
+/// The route's static answer, when no upstream server could take the request.
+fn fallback_response(
+    mut exchange: Box<Exchange>,
+    fallback: &Fallback,
+    tls: bool,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
+    *response.status_mut() = fallback.status;
+    *response.headers_mut() = fallback.headers.clone();
+    finish_headers(
+        response.headers_mut(),
+        &exchange.runtime,
+        exchange.route,
+        &exchange.request_id,
+        tls,
+    );
+    exchange.status = fallback.status.as_u16();
+    exchange.decision = Decision::Fallback;
+    *response.body_mut() = ResponseBody::full(fallback.body.clone(), Some(exchange));
+    response
 }
 
 #[cfg(test)]

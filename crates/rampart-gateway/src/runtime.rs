@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use http::HeaderValue;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use ipnet::IpNet;
@@ -14,11 +15,17 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, LimitsConfig, LogConfig, parse_server_url};
+use crate::config::{
+    Config, FailureConfig, FallbackConfig, LimitsConfig, LogConfig, parse_server_url,
+};
 use crate::cors::Cors;
 use crate::headers::SecurityHeaders;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::{Metrics, RouteMetrics, ServerMetrics};
 use crate::upstream::{Endpoint, tls_client_config};
+use rampart_resilience::{
+    Balancer, BreakerConfig, CircuitBreaker, Ejection, HealthCheckConfig, HealthState,
+    OutlierDetector, RetryBudget, RetryConfig, State,
+};
 
 pub struct Runtime {
     pub config: Config,
@@ -47,48 +54,103 @@ pub struct Route {
     pub security_headers: SecurityHeaders,
     pub cors: Cors,
     pub metrics: RouteMetrics,
+    pub retry: RetryConfig,
+    pub budget: RetryBudget,
+    pub fallback: Option<Fallback>,
+}
+
+/// A route's static answer for when no upstream server can take a request.
+pub struct Fallback {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
 }
 
 pub struct Pool {
     pub name: String,
     pub servers: Vec<Server>,
-    next: AtomicUsize,
+    pub balancer: Balancer,
+    pub breaker: CircuitBreaker,
+    pub outliers: OutlierDetector,
+    pub failure: FailureConfig,
+    pub health_check: HealthCheckConfig,
 }
 
 pub struct Server {
     pub url: String,
     pub endpoint: Endpoint,
     pub host_header: HeaderValue,
-    reachable: AtomicBool,
-    up_gauge: Gauge,
+    /// From active checks.
+    pub health: HealthState,
+    pub breaker: CircuitBreaker,
+    pub in_flight: AtomicUsize,
+    pub metrics: ServerMetrics,
 }
 
 impl Server {
-    pub fn reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed)
-    }
-
-    pub fn set_reachable(&self, up: bool) {
-        if self.reachable.swap(up, Ordering::Relaxed) != up {
-            self.up_gauge.set(i64::from(up));
-        }
+    pub fn healthy(&self) -> bool {
+        self.health.is_healthy()
     }
 }
 
 impl Pool {
-    /// The index of the next server, round robin.
-    pub fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.servers.len()
+    /// Whether server `i` can take a request now: healthy, not ejected, breaker not open.
+    pub fn available(&self, i: usize) -> bool {
+        self.servers[i].healthy()
+            && !self.outliers.is_ejected(i)
+            && self.servers[i].breaker.would_allow()
     }
 
+    /// Whether server `i` could take a request if its health checks were ignored.
+    pub fn reachable_ignoring_health(&self, i: usize) -> bool {
+        !self.outliers.is_ejected(i) && self.servers[i].breaker.would_allow()
+    }
+
+    /// Whether any server can take a request now.
     pub fn is_up(&self) -> bool {
-        self.servers.iter().any(Server::reachable)
+        (0..self.servers.len()).any(|i| self.available(i))
+    }
+
+    /// Records the outcome of a call to server `i` for its breaker's sibling signals:
+    /// outlier ejection and the server metrics.
+    pub fn record(&self, i: usize, failure: bool) {
+        let server = &self.servers[i];
+        server.metrics.requests.inc();
+        if failure {
+            server.metrics.failures.inc();
+        }
+        if let Ejection::Ejected(duration) = self.outliers.record(i, failure) {
+            server.metrics.ejections.inc();
+            tracing::warn!(
+                pool = %self.name,
+                upstream = %server.url,
+                ejected_for_ms = duration.as_millis() as u64,
+                "upstream server ejected after consecutive failures"
+            );
+        }
     }
 }
 
+/// A breaker whose state changes are logged and exported as a gauge.
+fn observed_breaker(config: &BreakerConfig, gauge: Gauge, what: String) -> CircuitBreaker {
+    gauge.set(State::Closed as i64);
+    CircuitBreaker::with_listener(
+        config.clone(),
+        Some(Box::new(move |from: State, to: State| {
+            gauge.set(to as i64);
+            tracing::warn!(
+                breaker = %what,
+                from = from.as_str(),
+                to = to.as_str(),
+                "circuit breaker state changed"
+            );
+        })),
+    )
+}
+
 impl Runtime {
-    /// Compiles a validated config. Server reachability starts unknown (down) until the
-    /// first probe; `previous` carries it over for servers that stay.
+    /// Compiles a validated config. Server health starts as unknown (unhealthy) until the
+    /// first check; `previous` carries it over for servers that stay.
     pub fn build(
         config: Config,
         tls: Option<TlsAcceptor>,
@@ -106,27 +168,42 @@ impl Runtime {
                 let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
                     return Err(format!("`{url}` needs a scheme and a host"));
                 };
-                let was_up = previous
+                let was_healthy = previous
                     .and_then(|p| p.pools.get(name))
                     .and_then(|p| p.servers.iter().find(|s| &s.url == url))
-                    .is_some_and(Server::reachable);
-                let up_gauge = metrics.server_gauge(name, url);
-                up_gauge.set(i64::from(was_up));
+                    .is_some_and(Server::healthy);
+                let server_metrics = metrics.server(name, url);
+                server_metrics.up.set(i64::from(was_healthy));
                 servers.push(Server {
                     url: url.clone(),
                     endpoint: Endpoint::new(scheme, authority, &upstream_tls, connect_timeout)?,
                     host_header: HeaderValue::from_str(authority.as_str())
                         .map_err(|e| format!("`{url}`: {e}"))?,
-                    reachable: AtomicBool::new(was_up),
-                    up_gauge,
+                    health: HealthState::new(was_healthy),
+                    breaker: observed_breaker(
+                        &pool_config.breaker,
+                        server_metrics.breaker_state.clone(),
+                        url.clone(),
+                    ),
+                    in_flight: AtomicUsize::new(0),
+                    metrics: server_metrics,
                 });
             }
+            let outliers = OutlierDetector::new(pool_config.outlier.clone(), servers.len());
             pools.insert(
                 name.clone(),
                 Arc::new(Pool {
                     name: name.clone(),
                     servers,
-                    next: AtomicUsize::new(0),
+                    balancer: Balancer::new(pool_config.balance),
+                    breaker: observed_breaker(
+                        &pool_config.pool_breaker,
+                        metrics.pool_breaker_gauge(name),
+                        format!("pool {name}"),
+                    ),
+                    outliers,
+                    failure: pool_config.failure.clone(),
+                    health_check: pool_config.health_check.clone(),
                 }),
             );
         }
@@ -149,6 +226,9 @@ impl Runtime {
                 ),
                 cors: Cors::compile(r.cors.as_ref().unwrap_or(&config.cors)),
                 metrics: metrics.route(r.display_name()),
+                retry: r.retry.clone(),
+                budget: RetryBudget::new(r.retry.budget.clone()),
+                fallback: r.fallback.as_ref().map(load_fallback).transpose()?,
             });
         }
         // Host-specific routes first, then longer prefixes first: the first match wins.
@@ -217,6 +297,31 @@ impl Runtime {
     pub fn all_pools_up(&self) -> bool {
         self.pools.values().all(|p| p.is_up())
     }
+}
+
+fn load_fallback(config: &FallbackConfig) -> Result<Fallback, String> {
+    let status = StatusCode::from_u16(config.status)
+        .map_err(|_| format!("fallback status {} is not a status", config.status))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("fallback header `{name}` is not a header name"))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| format!("fallback header `{name}` has an invalid value"))?;
+        headers.insert(name, value);
+    }
+    let body =
+        match &config.body_file {
+            Some(path) => Bytes::from(std::fs::read(path).map_err(|e| {
+                format!("cannot read the fallback body file {}: {e}", path.display())
+            })?),
+            None => Bytes::new(),
+        };
+    Ok(Fallback {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Prefix match on path-segment boundaries.
@@ -302,25 +407,5 @@ upstream = "a"
         );
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(rt.client_ip(trusted, &h), trusted);
-    }
-
-    #[test]
-    fn round_robin_cycles_through_servers() {
-        let rt = runtime(
-            "[upstreams.default]\nservers = [\"http://127.0.0.1:1\", \"http://127.0.0.1:2\"]\n",
-        );
-        let pool = &rt.pools["default"];
-        let picked: Vec<&str> = (0..4)
-            .map(|_| pool.servers[pool.pick()].url.as_str())
-            .collect();
-        assert_eq!(
-            picked,
-            [
-                "http://127.0.0.1:1",
-                "http://127.0.0.1:2",
-                "http://127.0.0.1:1",
-                "http://127.0.0.1:2"
-            ]
-        );
     }
 }

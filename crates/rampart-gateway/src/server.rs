@@ -102,8 +102,8 @@ fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, GatewayError> {
     Ok(Some(TlsAcceptor::from(Arc::new(server_config))))
 }
 
-/// The compiled runtime plus what it needs from outside: TLS files and a first probe of
-/// every upstream server.
+/// The compiled runtime plus what it needs from outside: TLS files and a first health
+/// check of every upstream server.
 async fn prepare(
     config: Config,
     metrics: &Metrics,
@@ -111,13 +111,12 @@ async fn prepare(
     previous: Option<&Runtime>,
 ) -> Result<Runtime, GatewayError> {
     let tls = load_tls(&config)?;
-    let health = config.health.clone();
     let mut runtime =
         Runtime::build(config, tls, metrics, previous).map_err(GatewayError::Invalid)?;
     if runtime.config.log.access_log {
         runtime.access_log = Some(access_log.clone());
     }
-    health::probe_all(&runtime, health.connect_timeout).await;
+    health::check_all(&runtime).await;
     Ok(runtime)
 }
 
@@ -206,7 +205,7 @@ impl Gateway {
             tls = tls_on,
             "rampart gateway serving"
         );
-        let prober = tokio::spawn(health::probe_loop(shared.clone()));
+        let checker = tokio::spawn(health::check_loop(shared.clone()));
         let admin = tokio::spawn(admin::serve(shared.clone(), self.admin_listener));
         let max_connections = shared.runtime.load().config.server.max_connections;
         let slots = Arc::new(Semaphore::new(max_connections));
@@ -257,7 +256,7 @@ impl Gateway {
             );
             connections.shutdown().await;
         }
-        prober.abort();
+        checker.abort();
         let _ = admin.await;
         let dropped = shared.access_log.dropped();
         if dropped > 0 {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -257,17 +257,27 @@ impl Endpoint {
     }
 
     /// Sends a request and returns the response head with the connection, which the
-    /// response body must keep driving and then [`checkin`](Self::checkin).
+    /// response body must keep driving and then [`checkin`](Self::checkin). On failure
+    /// the request comes back when it was never sent, so it can go elsewhere.
     pub async fn send(
         &self,
         mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), UpstreamError> {
+    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), SendFailure> {
         let mut fresh = false;
         loop {
-            let mut conn = if fresh {
-                self.connect().await?
+            let conn = if fresh {
+                self.connect().await
             } else {
-                self.checkout().await?
+                self.checkout().await
+            };
+            let mut conn = match conn {
+                Ok(conn) => conn,
+                Err(error) => {
+                    return Err(SendFailure {
+                        error,
+                        unsent: Some(request),
+                    });
+                }
             };
             let sending = conn.sender.try_send_request(request);
             tokio::pin!(sending);
@@ -284,11 +294,69 @@ impl Endpoint {
                         request = unsent;
                         fresh = true;
                     }
-                    _ => return Err(UpstreamError::Exchange(e.into_error())),
+                    unsent => {
+                        return Err(SendFailure {
+                            error: UpstreamError::Exchange(e.into_error()),
+                            unsent,
+                        });
+                    }
                 },
             }
         }
     }
+
+    /// One active health check: GET `path` and compare the status, or, without a path,
+    /// open a TCP connection.
+    pub async fn check(
+        &self,
+        path: Option<&str>,
+        host: &http::HeaderValue,
+        expected_status: u16,
+        timeout: Duration,
+    ) -> bool {
+        let Some(path) = path else {
+            return matches!(
+                tokio::time::timeout(timeout, TcpStream::connect(self.address())).await,
+                Ok(Ok(_))
+            );
+        };
+        let checking = async {
+            let request = Request::get(path)
+                .header(http::header::HOST, host)
+                .header(http::header::USER_AGENT, "rampart-health-check")
+                .body(RequestBody::empty())
+                .ok()?;
+            let (response, mut conn) = self.send(request).await.ok()?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let drained = poll_fn(|cx| {
+                loop {
+                    conn.drive(cx);
+                    match Pin::new(&mut body).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(_))) => continue,
+                        Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+                        Poll::Ready(None) => return Poll::Ready(true),
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+            })
+            .await;
+            if drained {
+                self.checkin(conn);
+            }
+            Some(status == expected_status)
+        };
+        matches!(
+            tokio::time::timeout(timeout, checking).await,
+            Ok(Some(true))
+        )
+    }
+}
+
+/// A failed [`Endpoint::send`], with the request when it was never sent.
+pub struct SendFailure {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<RequestBody>>,
 }
 
 /// The TLS client configuration for `https://` upstreams: aws-lc-rs, web PKI roots.

@@ -378,7 +378,7 @@ async fn prefix_is_stripped_and_pools_round_robin() {
     let a = start_upstream().await;
     let b = start_upstream().await;
     let extra = format!(
-        "\n[upstreams.models]\nservers = [\"{}\", \"{}\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"default\"\n\n[[routes]]\nprefix = \"/models/\"\nupstream = \"models\"\nstrip_prefix = true\n",
+        "\n[upstreams.models]\nservers = [\"{}\", \"{}\"]\nbalance = \"round_robin\"\n\n[[routes]]\nprefix = \"/\"\nupstream = \"default\"\n\n[[routes]]\nprefix = \"/models/\"\nupstream = \"models\"\nstrip_prefix = true\n",
         a.url(),
         b.url()
     );
@@ -469,7 +469,9 @@ async fn health_readiness_and_metrics() {
     assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
     assert!(v["uptime_seconds"].is_u64());
     assert_eq!(v["pools"]["default"]["state"], "up");
-    assert_eq!(v["pools"]["default"]["servers"][0]["reachable"], true);
+    assert_eq!(v["pools"]["default"]["servers"][0]["healthy"], true);
+    assert_eq!(v["pools"]["default"]["servers"][0]["breaker"], "closed");
+    assert_eq!(v["pools"]["default"]["breaker"], "closed");
 
     assert_eq!(
         c.get(gw.admin_url("/health/live"))

@@ -73,6 +73,12 @@ impl HealthState {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// Sets the state outright (a server's first check, when there is no history).
+    pub fn set(&self, healthy: bool) {
+        self.streak.store(0, Ordering::Relaxed);
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
     /// Records a check's result; returns the new state when it changed. Checks of one
     /// server run one at a time, so plain loads and stores suffice.
     pub fn record(&self, passed: bool, config: &HealthCheckConfig) -> Option<bool> {

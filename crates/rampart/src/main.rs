@@ -131,9 +131,7 @@ fn load_config(args: &ServeArgs) -> Result<Config, ConfigError> {
         let pool = config
             .upstreams
             .entry("default".to_owned())
-            .or_insert_with(|| rampart_gateway::config::UpstreamConfig {
-                servers: Vec::new(),
-            });
+            .or_insert_with(|| rampart_gateway::config::UpstreamConfig::with_servers(Vec::new()));
         pool.servers = vec![upstream.clone()];
     }
     if let Some(listen) = args.listen {
