@@ -213,3 +213,204 @@ pub async fn start(upstream: &str, extra: &str) -> Running {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
+
+/// What a [`Faulty`] upstream does with the next requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 200 with a small JSON body.
+    Healthy,
+    /// This status.
+    Status(u16),
+    /// Wait this long, then 200.
+    DelayMs(u64),
+    /// Read the request and close the connection without an answer.
+    Reset,
+    /// Send the head and part of the body, then close the connection.
+    ResetMidBody,
+    /// Fail with 503 and succeed in turns of this many milliseconds.
+    FlapMs(u64),
+}
+
+/// A fault-injecting upstream on a real socket. It closes every connection after one
+/// response, so that refusing connections takes effect at once.
+pub struct Faulty {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    /// `x-request-id` of every request received, in order.
+    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
+    fault: Arc<std::sync::Mutex<Fault>>,
+    /// What `/health` answers: 200 or 503.
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    acceptor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    started: std::time::Instant,
+}
+
+impl Faulty {
+    pub async fn start(fault: Fault) -> Arc<Faulty> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let faulty = Arc::new(Faulty {
+            addr: listener.local_addr().unwrap(),
+            hits: Arc::new(AtomicUsize::new(0)),
+            seen: Arc::default(),
+            fault: Arc::new(std::sync::Mutex::new(fault)),
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            acceptor: std::sync::Mutex::new(None),
+            started: std::time::Instant::now(),
+        });
+        faulty.accept_on(listener);
+        faulty
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Stops listening: new connections are refused.
+    pub fn refuse(&self) {
+        if let Some(task) = self.acceptor.lock().unwrap().take() {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same port.
+    pub async fn resume(self: &Arc<Self>) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.accept_on(listener);
+    }
+
+    fn accept_on(self: &Arc<Self>, listener: TcpListener) {
+        let me = self.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let me = me.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let me = me.clone();
+                        async move { me.answer(req).await }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .keep_alive(false)
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        *self.acceptor.lock().unwrap() = Some(task);
+    }
+
+    async fn answer(
+        &self,
+        req: Request<Incoming>,
+    ) -> Result<Response<http_body_util::StreamBody<FaultyStream>>, std::io::Error> {
+        let stream = |chunks: Vec<Result<hyper::body::Frame<Bytes>, std::io::Error>>| {
+            let s: FaultyStream = Box::pin(futures_util::stream::iter(chunks));
+            http_body_util::StreamBody::new(s)
+        };
+        if req.uri().path() == "/health" {
+            let status = if self.healthy.load(Ordering::SeqCst) {
+                200
+            } else {
+                503
+            };
+            let mut r = Response::new(stream(vec![]));
+            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+            return Ok(r);
+        }
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        let id = req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        self.seen.lock().unwrap().push(id);
+        // Read the whole request body first, as a real server would.
+        let _ = req.into_body().collect().await;
+        let fault = *self.fault.lock().unwrap();
+        let fault = match fault {
+            Fault::FlapMs(period) => {
+                let turn = self.started.elapsed().as_millis() as u64 / period.max(1);
+                if turn.is_multiple_of(2) {
+                    Fault::Status(503)
+                } else {
+                    Fault::Healthy
+                }
+            }
+            other => other,
+        };
+        let ok = || {
+            let chunk: Result<_, std::io::Error> = Ok(hyper::body::Frame::data(
+                Bytes::from_static(b"{\"ok\":true}"),
+            ));
+            Response::new(stream(vec![chunk]))
+        };
+        match fault {
+            Fault::Healthy | Fault::FlapMs(_) => Ok(ok()),
+            Fault::Status(code) => {
+                let mut r = ok();
+                *r.status_mut() = hyper::StatusCode::from_u16(code).unwrap();
+                Ok(r)
+            }
+            Fault::DelayMs(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                Ok(ok())
+            }
+            Fault::Reset => Err(std::io::Error::other("reset")),
+            Fault::ResetMidBody => {
+                use futures_util::StreamExt;
+                // Part of the body, a pause so that it is surely on the wire, then the end.
+                let first = futures_util::stream::iter([Ok(hyper::body::Frame::data(
+                    Bytes::from(vec![b'x'; 1000]),
+                ))]);
+                let then_fail = futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Err(std::io::Error::other("reset mid-body"))
+                });
+                let s: FaultyStream = Box::pin(first.chain(then_fail));
+                let mut r = Response::new(http_body_util::StreamBody::new(s));
+                r.headers_mut()
+                    .insert("content-length", "100000".parse().unwrap());
+                Ok(r)
+            }
+        }
+    }
+}
+
+pub type FaultyStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<hyper::body::Frame<Bytes>, std::io::Error>> + Send>,
+>;
+
+/// A gateway in front of one pool, `default`, with `pool` TOML lines added to the pool's
+/// table and `route` lines to the catch-all route's.
+pub async fn start_pool(servers: &[String], pool: &str, route: &str) -> Running {
+    let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[upstreams.default]\nservers = [{}]\n{pool}\n\n[[routes]]\nname = \"default\"\nprefix = \"/\"\nupstream = \"default\"\n{route}\n",
+        list.join(", ")
+    );
+    let config = Config::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    start_gateway(config).await
+}
+
+/// The value of one sample (`name{labels}` exactly as exposed) in Prometheus text.
+pub fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.rsplit_once(' ').filter(|(n, _)| *n == sample))
+        .and_then(|(_, v)| v.parse().ok())
+}
