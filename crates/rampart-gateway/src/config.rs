@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rampart_limit::{AccessConfig, BanConfig, LimitConfig, RateLimitConfig, RedisConfig};
 use rampart_resilience::{BreakerConfig, HealthCheckConfig, OutlierConfig, RetryConfig, Strategy};
 use serde::Deserialize;
 
@@ -29,6 +30,18 @@ pub struct Config {
     pub cors: CorsConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Rate limits applied to every route that has none of its own.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// Allow and deny lists of client addresses.
+    #[serde(default)]
+    pub access: AccessConfig,
+    /// Automatic bans.
+    #[serde(default)]
+    pub bans: BanConfig,
+    /// Shared state for several replicas.
+    #[serde(default)]
+    pub redis: RedisConfig,
     /// Upstream pools by name.
     #[serde(default = "default_upstreams")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -44,6 +57,10 @@ impl Default for Config {
             security_headers: SecurityHeadersConfig::default(),
             cors: CorsConfig::default(),
             log: LogConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            access: AccessConfig::default(),
+            bans: BanConfig::default(),
+            redis: RedisConfig::default(),
             upstreams: default_upstreams(),
             routes: default_routes(),
         }
@@ -73,6 +90,7 @@ fn default_routes() -> Vec<RouteConfig> {
         cors: None,
         retry: RetryConfig::default(),
         fallback: None,
+        rate_limits: None,
     }]
 }
 
@@ -103,6 +121,9 @@ pub struct ServerConfig {
     pub upstream_connect_timeout: Duration,
     /// TLS termination; absent means plain HTTP.
     pub tls: Option<TlsConfig>,
+    /// Bearer token of the admin API (`/admin/...`); `RAMPART_ADMIN_TOKEN` overrides it.
+    /// Without one the admin API is off.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -117,6 +138,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(30),
             upstream_connect_timeout: Duration::from_secs(5),
             tls: None,
+            admin_token: None,
         }
     }
 }
@@ -440,6 +462,8 @@ pub struct RouteConfig {
     pub retry: RetryConfig,
     /// Static answer when no upstream server can take the request.
     pub fallback: Option<FallbackConfig>,
+    /// This route's own rate limits instead of the global ones (`[]`: none).
+    pub rate_limits: Option<Vec<LimitConfig>>,
 }
 
 impl RouteConfig {
@@ -552,6 +576,26 @@ impl Config {
         validate_limits(&self.limits, vec![Key("limits")])?;
         validate_cors(&self.cors, vec![Key("cors")])?;
         validate_headers(&self.security_headers, vec![Key("security_headers")])?;
+        for (key, problem) in [
+            ("rate_limit", self.rate_limit.problem()),
+            ("bans", self.bans.problem()),
+            ("redis", self.redis.problem()),
+        ] {
+            if let Some(problem) = problem {
+                return Err(Invalid::new(vec![Key(key)], problem));
+            }
+        }
+        if self
+            .server
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err(Invalid::new(
+                vec![Key("server"), Key("admin_token")],
+                "admin_token must be at least 16 characters; generate one with `openssl rand -hex 32`",
+            ));
+        }
         if self.server.max_connections == 0 {
             return Err(Invalid::new(
                 vec![Key("server"), Key("max_connections")],
@@ -645,6 +689,15 @@ impl Config {
             )?;
             if let Some(cors) = &route.cors {
                 validate_cors(cors, vec![Key("routes"), Index(i), Key("cors")])?;
+            }
+            if let Some(limits) = &route.rate_limits {
+                let own = RateLimitConfig {
+                    limits: limits.clone(),
+                    ..self.rate_limit.clone()
+                };
+                if let Some(problem) = own.problem() {
+                    return Err(Invalid::new(at("rate_limits"), problem));
+                }
             }
             if let Some(problem) = route.retry.problem() {
                 return Err(Invalid::new(at("retry"), problem));

@@ -1,12 +1,20 @@
 //! Prometheus metrics. Handles for each route are resolved when the config is compiled, so
 //! the request path records without label lookups.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use rampart_limit::{LimiterStats, Redis};
 
 /// Latency buckets in seconds: 100 µs × 1.5^k up to 30 s (32 buckets), so that any
 /// quantile read from them is within 25% of the truth.
@@ -61,10 +69,14 @@ pub enum Rejection {
     upstream_unavailable,
     circuit_open,
     bad_request,
+    denied,
+    banned,
+    rate_limited,
+    limit_unavailable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 8] = [
+    const ALL: [Rejection; 12] = [
         Rejection::no_route,
         Rejection::body_too_large,
         Rejection::headers_too_large,
@@ -73,6 +85,10 @@ impl Rejection {
         Rejection::upstream_unavailable,
         Rejection::circuit_open,
         Rejection::bad_request,
+        Rejection::denied,
+        Rejection::banned,
+        Rejection::rate_limited,
+        Rejection::limit_unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -85,6 +101,10 @@ impl Rejection {
             Rejection::upstream_unavailable => "upstream_unavailable",
             Rejection::circuit_open => "circuit_open",
             Rejection::bad_request => "bad_request",
+            Rejection::denied => "denied",
+            Rejection::banned => "banned",
+            Rejection::rate_limited => "rate_limited",
+            Rejection::limit_unavailable => "limit_unavailable",
         }
     }
 }
@@ -107,6 +127,48 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     pub active_connections: Gauge,
     pub connections: Counter,
+    pub bans: Counter,
+}
+
+/// Exports the limiters' and Redis' own counters at each scrape.
+#[derive(Debug)]
+struct LimitCollector {
+    stats: Arc<LimiterStats>,
+    redis: Option<Arc<Redis>>,
+}
+
+impl Collector for LimitCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let c = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, c.metric_type())?;
+            c.encode(metric)
+        };
+        let s = &self.stats;
+        counter(
+            "rate_limit_allowed",
+            "Requests allowed by the rate limits",
+            s.allowed.load(Ordering::Relaxed),
+        )?;
+        counter(
+            "rate_limit_limited",
+            "Requests refused by the rate limits",
+            s.limited.load(Ordering::Relaxed),
+        )?;
+        counter(
+            "rate_limit_fallbacks",
+            "Rate limit decisions taken locally because Redis was unreachable",
+            s.fallbacks.load(Ordering::Relaxed),
+        )?;
+        if let Some(redis) = &self.redis {
+            counter(
+                "redis_failures",
+                "Redis calls that failed or timed out",
+                redis.failures(),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn new_latency_histogram() -> Histogram {
@@ -178,6 +240,8 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let active_connections = Gauge::default();
         let connections = Counter::default();
+        let bans = Counter::default();
+        registry.register("bans", "Bans issued by this gateway", bans.clone());
         registry.register(
             "requests",
             "Requests answered, by route and status class",
@@ -270,6 +334,7 @@ impl Metrics {
             reloads,
             active_connections,
             connections,
+            bans,
         }
     }
 
@@ -291,6 +356,12 @@ impl Metrics {
             retries: self.retries.get_or_create(&label).clone(),
             budget_exhausted: self.budget_exhausted.get_or_create(&label).clone(),
         }
+    }
+
+    /// Exports the limiters' counters (and Redis' failures) from now on.
+    pub fn register_limits(&mut self, stats: Arc<LimiterStats>, redis: Option<Arc<Redis>>) {
+        self.registry
+            .register_collector(Box::new(LimitCollector { stats, redis }));
     }
 
     pub fn rejected(&self, reason: Rejection) {

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
+use crate::access_log::rfc3339;
 use crate::body::{BodyStats, RequestBody, ResponseBody};
 use crate::exchange::{Decision, Exchange};
 use crate::headers::{
@@ -23,6 +24,7 @@ use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
 use crate::server::{ConnInfo, RequestGuard, Shared};
 use crate::upstream::{SendFailure, UpstreamConn, UpstreamError};
 use http_body_util::BodyExt;
+use rampart_limit::{Access, Ban, EventKind, QuotaInfo, RequestKeys, Verdict, aggregate};
 use rampart_resilience::{InFlight, Outcome, RetryOn};
 use std::time::Duration;
 
@@ -88,7 +90,7 @@ fn finish_headers(
 
 /// A response produced by the gateway itself: `{"error", "request_id"}` with the status.
 fn reject(
-    mut exchange: Box<Exchange>,
+    exchange: Box<Exchange>,
     tls: bool,
     status: StatusCode,
     decision: Decision,
@@ -99,6 +101,18 @@ fn reject(
         "error": message,
         "request_id": exchange.request_id.to_str().unwrap_or("-"),
     });
+    reject_with(exchange, tls, status, decision, body, close)
+}
+
+/// Like [`reject`], with a body of more fields than the error and the request id.
+fn reject_with(
+    mut exchange: Box<Exchange>,
+    tls: bool,
+    status: StatusCode,
+    decision: Decision,
+    body: serde_json::Value,
+    close: bool,
+) -> Response<ResponseBody> {
     let body = Bytes::from(body.to_string());
     let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
     *response.status_mut() = status;
@@ -184,6 +198,85 @@ pub async fn handle(
         ));
     };
     let route = runtime.route_at(route_index);
+
+    // Access lists, bans, rate limits.
+    let client = aggregate(client_ip, runtime.ipv6_prefix);
+    let mut quota: Option<QuotaInfo> = None;
+    match runtime.access.check(client_ip) {
+        Access::Denied => {
+            return Ok(rejected(
+                exchange,
+                StatusCode::FORBIDDEN,
+                Rejection::denied,
+                "forbidden",
+                false,
+            ));
+        }
+        Access::Trusted => {}
+        Access::Normal => {
+            if let Some(ban) = shared.bans.get(client) {
+                shared.metrics.rejected(Rejection::banned);
+                let mut until = Vec::new();
+                rfc3339(&mut until, ban.until);
+                let body = serde_json::json!({
+                    "error": "banned",
+                    "until": String::from_utf8_lossy(&until),
+                    "request_id": exchange.request_id.to_str().unwrap_or("-"),
+                });
+                return Ok(reject_with(
+                    exchange,
+                    tls,
+                    StatusCode::FORBIDDEN,
+                    Decision::Rejected(Rejection::banned),
+                    body,
+                    false,
+                ));
+            }
+            let headers = &parts.headers;
+            let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+            let keys = RequestKeys {
+                ip: client,
+                api_key: api_key(headers),
+                header: &header,
+                route: &route.name,
+            };
+            match route.limiter.check(&keys).await {
+                Verdict::Allowed(info) => quota = info.filter(|_| runtime.rate_limit_headers),
+                Verdict::Limited {
+                    info, retry_after, ..
+                } => {
+                    record_event(&shared, &runtime, client, EventKind::RateLimited, None);
+                    let mut response = rejected(
+                        exchange,
+                        StatusCode::TOO_MANY_REQUESTS,
+                        Rejection::rate_limited,
+                        "too many requests",
+                        false,
+                    );
+                    let h = response.headers_mut();
+                    set_quota_headers(h, &info);
+                    h.insert(
+                        header::RETRY_AFTER,
+                        HeaderValue::from(ceil_secs(retry_after)),
+                    );
+                    return Ok(response);
+                }
+                Verdict::Unavailable => {
+                    let mut response = rejected(
+                        exchange,
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Rejection::limit_unavailable,
+                        "rate limit state unavailable",
+                        false,
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Ok(response);
+                }
+            }
+        }
+    }
 
     if parts.headers.len() > route.limits.max_headers
         || header_bytes(&parts.headers) > route.limits.max_header_bytes
@@ -387,11 +480,87 @@ pub async fn handle(
         &exchange.request_id,
         tls,
     );
+    if let Some(info) = &quota {
+        set_quota_headers(&mut parts.headers, info);
+    }
     exchange.status = parts.status.as_u16();
+    if exchange.status >= 400 {
+        record_event(
+            &shared,
+            &runtime,
+            client,
+            EventKind::UpstreamStatus,
+            Some(exchange.status),
+        );
+    }
     Ok(Response::from_parts(
         parts,
         ResponseBody::upstream(body, conn, exchange),
     ))
+}
+
+/// Whole seconds, rounded up, at least 1 (for `Retry-After`).
+fn ceil_secs(d: Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+/// The IETF draft's `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+fn set_quota_headers(headers: &mut HeaderMap, info: &QuotaInfo) {
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(info.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(info.remaining));
+    let reset = info.reset.as_secs() + u64::from(info.reset.subsec_nanos() > 0);
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
+}
+
+const RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: header::HeaderName =
+    header::HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: header::HeaderName = header::HeaderName::from_static("ratelimit-reset");
+
+/// The API key a request carries: `Authorization: Bearer …` or `X-API-Key`.
+fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let b = v.as_bytes();
+        if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") {
+            return Some(&b[7..]);
+        }
+    }
+    headers.get("x-api-key").map(HeaderValue::as_bytes)
+}
+
+/// Feeds the ban engine; a ban it earns is enforced here at once and, with Redis,
+/// announced to every replica.
+fn record_event(
+    shared: &Arc<Shared>,
+    runtime: &Runtime,
+    client: std::net::IpAddr,
+    kind: EventKind,
+    status: Option<u16>,
+) {
+    if let Some(ban) = runtime.ban_engine.record(client, kind, status) {
+        apply_ban(shared, client, ban);
+    }
+}
+
+/// Enforces a ban here and announces it to the other replicas.
+pub fn apply_ban(shared: &Arc<Shared>, client: std::net::IpAddr, ban: Ban) {
+    shared.metrics.bans.inc();
+    let mut until = Vec::new();
+    rfc3339(&mut until, ban.until);
+    tracing::warn!(
+        client_ip = %client,
+        until = %String::from_utf8_lossy(&until),
+        reason = %ban.reason,
+        "client banned"
+    );
+    shared.bans.insert(client, ban.clone());
+    if let Some(redis) = shared.redis.clone() {
+        tokio::spawn(async move {
+            if let Err(e) = redis.publish_ban(client, &ban).await {
+                tracing::warn!(client_ip = %client, error = %e, "ban not shared through redis");
+            }
+        });
+    }
 }
 
 /// The request body as the attempts see it.

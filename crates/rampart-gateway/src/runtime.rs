@@ -22,6 +22,7 @@ use crate::cors::Cors;
 use crate::headers::SecurityHeaders;
 use crate::metrics::{Metrics, RouteMetrics, ServerMetrics};
 use crate::upstream::{Endpoint, tls_client_config};
+use rampart_limit::{AccessConfig, BanEngine, LimiterStats, RateLimitConfig, RateLimiter, Redis};
 use rampart_resilience::{
     Balancer, BreakerConfig, CircuitBreaker, Ejection, HealthCheckConfig, HealthState,
     OutlierDetector, RetryBudget, RetryConfig, State,
@@ -41,6 +42,18 @@ pub struct Runtime {
     pub http: auto::Builder<TokioExecutor>,
     /// Where access log lines go; `None` when `log.access_log` is off.
     pub access_log: Option<AccessLog>,
+    pub access: AccessConfig,
+    pub ban_engine: BanEngine,
+    /// IPv6 clients are limited and banned by this prefix.
+    pub ipv6_prefix: u8,
+    /// Whether allowed responses carry the `RateLimit-*` headers.
+    pub rate_limit_headers: bool,
+}
+
+/// What the limiters of a runtime share with the rest of the process.
+pub struct LimitContext<'a> {
+    pub redis: Option<&'a Arc<Redis>>,
+    pub stats: &'a Arc<LimiterStats>,
 }
 
 pub struct Route {
@@ -57,6 +70,7 @@ pub struct Route {
     pub retry: RetryConfig,
     pub budget: RetryBudget,
     pub fallback: Option<Fallback>,
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// A route's static answer for when no upstream server can take a request.
@@ -156,8 +170,15 @@ impl Runtime {
         tls: Option<TlsAcceptor>,
         metrics: &Metrics,
         previous: Option<&Runtime>,
+        limits: LimitContext<'_>,
     ) -> Result<Runtime, String> {
         config.validate().map_err(|e| e.message)?;
+        let global_limiter = Arc::new(RateLimiter::new(
+            &config.rate_limit,
+            "global",
+            limits.redis.cloned(),
+            limits.stats.clone(),
+        ));
         let upstream_tls = tls_client_config().map_err(|e| format!("upstream TLS: {e}"))?;
         let connect_timeout = config.server.upstream_connect_timeout;
         let mut pools = BTreeMap::new();
@@ -229,6 +250,18 @@ impl Runtime {
                 retry: r.retry.clone(),
                 budget: RetryBudget::new(r.retry.budget.clone()),
                 fallback: r.fallback.as_ref().map(load_fallback).transpose()?,
+                limiter: match &r.rate_limits {
+                    None => global_limiter.clone(),
+                    Some(own) => Arc::new(RateLimiter::new(
+                        &RateLimitConfig {
+                            limits: own.clone(),
+                            ..config.rate_limit.clone()
+                        },
+                        &format!("route:{}", r.display_name()),
+                        limits.redis.cloned(),
+                        limits.stats.clone(),
+                    )),
+                },
             });
         }
         // Host-specific routes first, then longer prefixes first: the first match wins.
@@ -247,6 +280,10 @@ impl Runtime {
             tls,
             http: crate::server::http_builder(&config),
             access_log: None,
+            access: config.access.clone(),
+            ban_engine: BanEngine::new(config.bans.clone()),
+            ipv6_prefix: config.rate_limit.ipv6_prefix,
+            rate_limit_headers: config.rate_limit.enabled && config.rate_limit.headers,
             config,
         })
     }
@@ -292,6 +329,17 @@ impl Runtime {
             }
         }
         client
+    }
+
+    /// Every distinct limiter of the runtime (routes share the global one).
+    pub fn limiters(&self) -> Vec<&Arc<RateLimiter>> {
+        let mut seen: Vec<&Arc<RateLimiter>> = Vec::new();
+        for r in &self.routes {
+            if !seen.iter().any(|l| Arc::ptr_eq(l, &r.limiter)) {
+                seen.push(&r.limiter);
+            }
+        }
+        seen
     }
 
     pub fn all_pools_up(&self) -> bool {
@@ -347,7 +395,17 @@ mod tests {
 
     fn runtime(text: &str) -> Runtime {
         let config = Config::parse(text, None).unwrap();
-        Runtime::build(config, None, &Metrics::new(), None).unwrap()
+        Runtime::build(
+            config,
+            None,
+            &Metrics::new(),
+            None,
+            LimitContext {
+                redis: None,
+                stats: &Arc::default(),
+            },
+        )
+        .unwrap()
     }
 
     const ROUTES: &str = r#"

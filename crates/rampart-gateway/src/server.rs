@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::access_log::{AccessLog, AccessLogFlusher};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
-use crate::runtime::Runtime;
+use crate::runtime::{LimitContext, Runtime};
 use crate::{admin, health, proxy};
+use rampart_limit::{BanTable, LimiterStats, Redis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -43,6 +44,11 @@ pub enum GatewayError {
 pub struct Shared {
     pub runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
+    /// Shared state for several replicas, when `[redis]` has a URL.
+    pub redis: Option<Arc<Redis>>,
+    /// Bans in force (with Redis: every replica's).
+    pub bans: Arc<BanTable>,
+    pub limiter_stats: Arc<LimiterStats>,
     pub started: Instant,
     pub shutdown: CancellationToken,
     access_log: AccessLog,
@@ -104,15 +110,27 @@ fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, GatewayError> {
 
 /// The compiled runtime plus what it needs from outside: TLS files and a first health
 /// check of every upstream server.
+/// What a runtime is prepared with besides its config.
+struct Context<'a> {
+    metrics: &'a Metrics,
+    access_log: &'a AccessLog,
+    redis: Option<&'a Arc<Redis>>,
+    limiter_stats: &'a Arc<LimiterStats>,
+}
+
 async fn prepare(
     config: Config,
-    metrics: &Metrics,
-    access_log: &AccessLog,
+    context: Context<'_>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, GatewayError> {
     let tls = load_tls(&config)?;
-    let mut runtime =
-        Runtime::build(config, tls, metrics, previous).map_err(GatewayError::Invalid)?;
+    let access_log = context.access_log;
+    let limits = LimitContext {
+        redis: context.redis,
+        stats: context.limiter_stats,
+    };
+    let mut runtime = Runtime::build(config, tls, context.metrics, previous, limits)
+        .map_err(GatewayError::Invalid)?;
     if runtime.config.log.access_log {
         runtime.access_log = Some(access_log.clone());
     }
@@ -134,10 +152,27 @@ impl Gateway {
         access_log: Box<dyn std::io::Write + Send>,
     ) -> Result<Gateway, GatewayError> {
         let (access_log, access_log_flusher) = AccessLog::start(access_log);
-        let metrics = Metrics::new();
+        let mut metrics = Metrics::new();
+        let redis = match &config.redis.url {
+            Some(_) => Some(Arc::new(
+                Redis::new(config.redis.clone()).map_err(GatewayError::Invalid)?,
+            )),
+            None => None,
+        };
+        if let Some(redis) = &redis {
+            redis.connect().await;
+        }
+        let limiter_stats = Arc::new(LimiterStats::default());
+        metrics.register_limits(limiter_stats.clone(), redis.clone());
         let listen = config.server.listen;
         let admin = config.server.admin;
-        let runtime = prepare(config, &metrics, &access_log, None).await?;
+        let context = Context {
+            metrics: &metrics,
+            access_log: &access_log,
+            redis: redis.as_ref(),
+            limiter_stats: &limiter_stats,
+        };
+        let runtime = prepare(config, context, None).await?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| GatewayError::Bind {
@@ -164,6 +199,9 @@ impl Gateway {
         let shared = Arc::new(Shared {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            redis,
+            bans: Arc::new(BanTable::default()),
+            limiter_stats,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
             access_log,
@@ -206,6 +244,10 @@ impl Gateway {
             "rampart gateway serving"
         );
         let checker = tokio::spawn(health::check_loop(shared.clone()));
+        let ban_follower = shared.redis.clone().map(|redis| {
+            let bans = shared.bans.clone();
+            tokio::spawn(async move { redis.follow_bans(&bans).await })
+        });
         let admin = tokio::spawn(admin::serve(shared.clone(), self.admin_listener));
         let max_connections = shared.runtime.load().config.server.max_connections;
         let slots = Arc::new(Semaphore::new(max_connections));
@@ -257,6 +299,9 @@ impl Gateway {
             connections.shutdown().await;
         }
         checker.abort();
+        if let Some(follower) = ban_follower {
+            follower.abort();
+        }
         let _ = admin.await;
         let dropped = shared.access_log.dropped();
         if dropped > 0 {
@@ -299,13 +344,17 @@ impl GatewayHandle {
                          keeping the current ones"
                     );
                 }
-                prepare(
-                    config,
-                    &self.shared.metrics,
-                    &self.shared.access_log,
-                    Some(&current),
-                )
-                .await
+                if config.redis != current.config.redis {
+                    tracing::warn!("[redis] changes only on restart; keeping the current one");
+                }
+                let shared = &self.shared;
+                let context = Context {
+                    metrics: &shared.metrics,
+                    access_log: &shared.access_log,
+                    redis: shared.redis.as_ref(),
+                    limiter_stats: &shared.limiter_stats,
+                };
+                prepare(config, context, Some(&current)).await
             }
             Err(e) => Err(GatewayError::Config(e)),
         };

@@ -14,7 +14,9 @@ fn memory(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let _guard = runtime.enter();
-    let keys: Vec<Key> = (0..1_000_000u32).map(|i| Key::text(9, &i.to_le_bytes())).collect();
+    let keys: Vec<Key> = (0..1_000_000u32)
+        .map(|i| Key::text(9, &i.to_le_bytes()))
+        .collect();
     // An hour-long quota: every key stays active for the whole run.
     let quota = Quota::new(1_000_000, Duration::from_secs(3600), 1_000_000);
     let store = MemoryStore::new(2_000_000);

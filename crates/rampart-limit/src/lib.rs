@@ -13,6 +13,6 @@ pub use access::{Access, AccessConfig, Policy};
 pub use bans::{Ban, BanConfig, BanEngine, BanRule, BanTable, EventKind};
 pub use gcra::{Decision, KeyKind, LimitConfig, OnRedisError, Quota};
 pub use key::{Key, aggregate};
-pub use limiter::{QuotaInfo, RateLimitConfig, RateLimiter, RequestKeys, Verdict};
+pub use limiter::{LimiterStats, QuotaInfo, RateLimitConfig, RateLimiter, RequestKeys, Verdict};
 pub use memory::MemoryStore;
 pub use redis::{Redis, RedisConfig, RedisFailure};

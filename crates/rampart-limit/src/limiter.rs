@@ -129,7 +129,7 @@ pub struct LimiterStats {
 pub struct RateLimiter {
     limits: Vec<Compiled>,
     redis: Option<Arc<Redis>>,
-    pub stats: LimiterStats,
+    pub stats: Arc<LimiterStats>,
 }
 
 const KIND_API_KEY: u8 = 1;
@@ -138,8 +138,14 @@ const KIND_ROUTE: u8 = 3;
 const KIND_GLOBAL: u8 = 4;
 
 impl RateLimiter {
-    /// `scope` names the limiter in Redis keys (the route, or `global`).
-    pub fn new(config: &RateLimitConfig, scope: &str, redis: Option<Arc<Redis>>) -> Self {
+    /// `scope` names the limiter in Redis keys (the route, or `global`); `stats` may be
+    /// shared by several limiters.
+    pub fn new(
+        config: &RateLimitConfig,
+        scope: &str,
+        redis: Option<Arc<Redis>>,
+        stats: Arc<LimiterStats>,
+    ) -> Self {
         let replicas = redis
             .as_ref()
             .map_or(1, |r| r.config().expected_replicas.max(1));
@@ -173,7 +179,7 @@ impl RateLimiter {
                 })
                 .collect(),
             redis,
-            stats: LimiterStats::default(),
+            stats,
         }
     }
 
@@ -358,6 +364,7 @@ mod tests {
             },
             "test",
             None,
+            Arc::default(),
         )
     }
 
@@ -374,7 +381,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn both_default_windows_apply() {
-        let l = RateLimiter::new(&RateLimitConfig::default(), "test", None);
+        let l = RateLimiter::new(&RateLimitConfig::default(), "test", None, Arc::default());
         let k = keys("192.0.2.1");
         for i in 0..60 {
             match l.check(&k).await {

@@ -122,6 +122,16 @@ pub struct Redis {
     failures: AtomicU64,
 }
 
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: not shown.
+        f.debug_struct("Redis")
+            .field("down", &self.is_down())
+            .field("failures", &self.failures())
+            .finish()
+    }
+}
+
 /// How long Redis is left alone after a failure.
 const BACKOFF: Duration = Duration::from_millis(250);
 

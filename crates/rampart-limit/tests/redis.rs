@@ -97,6 +97,7 @@ async fn gcra_in_redis_allows_the_burst_then_refuses_with_retry_after() {
         &limits(10, Duration::from_secs(10), OnRedisError::Local),
         "t1",
         Some(redis.clone()),
+        Default::default(),
     );
     let k = keys("198.51.100.1");
     for i in 0..10 {
@@ -132,11 +133,13 @@ async fn two_replicas_enforce_one_global_limit() {
         &config,
         "global",
         Some(Arc::new(Redis::new(server.config()).unwrap())),
+        Default::default(),
     ));
     let b = Arc::new(RateLimiter::new(
         &config,
         "global",
         Some(Arc::new(Redis::new(server.config()).unwrap())),
+        Default::default(),
     ));
     let mut tasks = Vec::new();
     for t in 0..20 {
@@ -177,11 +180,13 @@ async fn redis_down_falls_back_to_local_limits_and_comes_back_with_its_script() 
         &limits(100, Duration::from_secs(60), OnRedisError::Local),
         "t3",
         Some(redis.clone()),
+        Default::default(),
     );
     let refusing = RateLimiter::new(
         &limits(100, Duration::from_secs(60), OnRedisError::Refuse),
         "t3r",
         Some(redis.clone()),
+        Default::default(),
     );
     assert!(matches!(
         l.check(&keys("198.51.100.3")).await,

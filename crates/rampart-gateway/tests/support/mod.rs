@@ -183,8 +183,19 @@ impl Running {
 /// `extra` TOML.
 pub fn config_text(upstream: &str, extra: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n\n[upstreams.default]\nservers = [\"{upstream}\"]\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n{}\n[upstreams.default]\nservers = [\"{upstream}\"]\n",
+        no_rate_limit(extra)
     )
+}
+
+/// Tests of other features send more than the default 60 requests a minute: rate limits
+/// are off unless a test configures them.
+fn no_rate_limit(extra: &str) -> &'static str {
+    if extra.contains("[rate_limit]") || extra.contains("rate_limit =") {
+        ""
+    } else {
+        "\n[rate_limit]\nenabled = false\n"
+    }
 }
 
 pub async fn start_gateway(config: Config) -> Running {
@@ -400,7 +411,8 @@ pub type FaultyStream = std::pin::Pin<
 pub async fn start_pool(servers: &[String], pool: &str, route: &str) -> Running {
     let list: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[upstreams.default]\nservers = [{}]\n{pool}\n\n[[routes]]\nname = \"default\"\nprefix = \"/\"\nupstream = \"default\"\n{route}\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{}\n[upstreams.default]\nservers = [{}]\n{pool}\n\n[[routes]]\nname = \"default\"\nprefix = \"/\"\nupstream = \"default\"\n{route}\n",
+        no_rate_limit(""),
         list.join(", ")
     );
     let config = Config::parse(&text, None).unwrap_or_else(|e| panic!("{e}\n{text}"));
