@@ -1,70 +1,18 @@
 //! Shared limits and bans against a real `redis-server`, started by the tests on a free
 //! port so that they can stop and restart it.
 
-use std::net::{IpAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rampart_limit::{
     Ban, BanTable, KeyKind, LimitConfig, OnRedisError, RateLimitConfig, RateLimiter, Redis,
-    RedisConfig, RequestKeys, Verdict,
+    RequestKeys, Verdict,
 };
-
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer { port, child: None };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (.ci/run installs it)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn config(&self) -> RedisConfig {
-        RedisConfig {
-            url: Some(format!("redis://127.0.0.1:{}/", self.port)),
-            // Generous for debug builds on a loaded 2-core machine; production: 20 ms.
-            timeout: Duration::from_millis(250),
-            ..RedisConfig::default()
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use redis_server::RedisServer;
 
 fn limits(rate: u32, per: Duration, on_error: OnRedisError) -> RateLimitConfig {
     RateLimitConfig {
