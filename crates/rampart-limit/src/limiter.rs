@@ -25,7 +25,7 @@ pub struct RateLimitConfig {
     pub headers: bool,
     /// IPv6 clients are limited by this prefix.
     pub ipv6_prefix: u8,
-    /// Keys kept in memory per limit (about 64 bytes each).
+    /// Keys kept in memory per limit (about 80 bytes each).
     pub max_keys: usize,
     pub limits: Vec<LimitConfig>,
 }

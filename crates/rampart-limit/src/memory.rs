@@ -35,10 +35,6 @@ type Map = HashMap<u128, u64, BuildHasherDefault<KeyHasher>>;
 
 const SHARDS: usize = 64;
 
-/// Bytes per key, measured with the one-million-key flood (see the README): the entry,
-/// its control byte and the table's spare capacity.
-pub const BYTES_PER_KEY: usize = 64;
-
 pub struct MemoryStore {
     shards: Box<[Mutex<Map>]>,
     per_shard: usize,
