@@ -54,12 +54,10 @@ pub async fn check_all(runtime: &Runtime) {
 }
 
 /// Runs the checks on each pool's interval until shutdown; also closes idle upstream
-/// connections that expired or were closed by the server, and forgets idle limiter keys.
+/// connections that expired or were closed by the server.
 pub async fn check_loop(shared: Arc<Shared>) {
     const TICK: Duration = Duration::from_millis(100);
-    const SWEEP_EVERY: Duration = Duration::from_secs(10);
     let mut due: HashMap<String, Instant> = HashMap::new();
-    let mut next_sweep = Instant::now() + SWEEP_EVERY;
     let mut current: Option<Arc<Runtime>> = None;
     loop {
         tokio::select! {
@@ -78,13 +76,6 @@ pub async fn check_loop(shared: Arc<Shared>) {
             current = Some(runtime.clone());
         }
         let now = Instant::now();
-        if now >= next_sweep {
-            next_sweep = now + SWEEP_EVERY;
-            // Idle limiter keys go; a sweep of a million keys takes milliseconds, so it
-            // runs off the async workers.
-            let limiters: Vec<_> = runtime.limiters().into_iter().cloned().collect();
-            tokio::task::spawn_blocking(move || limiters.iter().for_each(|l| l.sweep()));
-        }
         let pools: Vec<&Pool> = runtime
             .pools
             .values()

@@ -331,17 +331,6 @@ impl Runtime {
         client
     }
 
-    /// Every distinct limiter of the runtime (routes share the global one).
-    pub fn limiters(&self) -> Vec<&Arc<RateLimiter>> {
-        let mut seen: Vec<&Arc<RateLimiter>> = Vec::new();
-        for r in &self.routes {
-            if !seen.iter().any(|l| Arc::ptr_eq(l, &r.limiter)) {
-                seen.push(&r.limiter);
-            }
-        }
-        seen
-    }
-
     pub fn all_pools_up(&self) -> bool {
         self.pools.values().all(|p| p.is_up())
     }

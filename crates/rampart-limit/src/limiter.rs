@@ -25,7 +25,7 @@ pub struct RateLimitConfig {
     pub headers: bool,
     /// IPv6 clients are limited by this prefix.
     pub ipv6_prefix: u8,
-    /// Keys kept in memory per limit (about 80 bytes each).
+    /// Keys kept in memory per limit (24 bytes each, allocated at start).
     pub max_keys: usize,
     pub limits: Vec<LimitConfig>,
 }
@@ -319,16 +319,14 @@ impl RateLimiter {
         })
     }
 
-    /// Forgets idle keys of every limit.
-    pub fn sweep(&self) {
-        for l in &self.limits {
-            l.store.sweep();
-        }
-    }
-
-    /// Keys held in memory, over all limits.
+    /// Active keys held in memory, over all limits.
     pub fn keys_in_memory(&self) -> usize {
         self.limits.iter().map(|l| l.store.len()).sum()
+    }
+
+    /// Active keys overwritten because a limit's table was full, over all limits.
+    pub fn evicted_active(&self) -> u64 {
+        self.limits.iter().map(|l| l.store.evicted_active()).sum()
     }
 }
 
