@@ -23,17 +23,6 @@ async fn from(gw: &Running, ip: &str, path: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn metrics(gw: &Running) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn refused_requests_get_429_with_retry_after_and_quota_headers() {
     let up = start_upstream().await;
@@ -73,7 +62,7 @@ async fn refused_requests_get_429_with_retry_after_and_quota_headers() {
             200
         );
     }
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(metric(&text, "rampart_rate_limit_limited_total"), Some(1.0));
     assert_eq!(
         metric(&text, "rampart_rejections_total{reason=\"rate_limited\"}"),
@@ -152,7 +141,7 @@ async fn repeated_refusals_ban_the_client_until_the_ban_expires() {
         429,
         "ban over; the limit still applies"
     );
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(metric(&text, "rampart_bans_total"), Some(1.0));
 }
 
@@ -293,7 +282,7 @@ async fn two_gateways_enforce_one_global_limit_through_redis() {
     );
     for gw in [&a, &b] {
         assert_eq!(
-            metric(&metrics(gw).await, "rampart_rate_limit_fallbacks_total"),
+            metric(&gw.metrics().await, "rampart_rate_limit_fallbacks_total"),
             Some(0.0)
         );
     }
@@ -358,17 +347,17 @@ async fn redis_lost_mid_load_fails_no_request_and_shared_limiting_resumes() {
         statuses.iter().all(|s| *s == 200),
         "a request failed while redis was away"
     );
-    let fallbacks = metric(&metrics(&gw).await, "rampart_rate_limit_fallbacks_total").unwrap();
+    let fallbacks = metric(&gw.metrics().await, "rampart_rate_limit_fallbacks_total").unwrap();
     assert!(fallbacks > 0.0, "the fallback is reported");
     // Shared limiting resumes: decisions stop falling back.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let before = metric(&metrics(&gw).await, "rampart_rate_limit_fallbacks_total").unwrap();
+        let before = metric(&gw.metrics().await, "rampart_rate_limit_fallbacks_total").unwrap();
         assert_eq!(
             client().get(gw.url("/")).send().await.unwrap().status(),
             200
         );
-        let after = metric(&metrics(&gw).await, "rampart_rate_limit_fallbacks_total").unwrap();
+        let after = metric(&gw.metrics().await, "rampart_rate_limit_fallbacks_total").unwrap();
         if after == before {
             break;
         }
@@ -378,6 +367,6 @@ async fn redis_lost_mid_load_fails_no_request_and_shared_limiting_resumes() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert!(metric(&text, "rampart_redis_failures_total").unwrap() > 0.0);
 }

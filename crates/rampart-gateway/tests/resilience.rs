@@ -16,28 +16,6 @@ async fn get(gw: &Running, path: &str) -> reqwest::Response {
     client().get(gw.url(path)).send().await.unwrap()
 }
 
-async fn health(gw: &Running) -> serde_json::Value {
-    client()
-        .get(gw.admin_url("/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-async fn metrics(gw: &Running) -> String {
-    client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn the_breaker_opens_fails_fast_then_recovers_through_half_open() {
     let up = Faulty::start(Fault::Status(500)).await;
@@ -50,7 +28,7 @@ async fn the_breaker_opens_fails_fast_then_recovers_through_half_open() {
     }
     assert_eq!(up.hits(), 4);
     let server = format!("{{pool=\"default\",server=\"{}\"}}", up.url());
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(
         metric(&text, &format!("rampart_upstream_breaker_state{server}")),
         Some(1.0)
@@ -73,7 +51,7 @@ async fn the_breaker_opens_fails_fast_then_recovers_through_half_open() {
     let spent = entry["duration_ms"].as_f64().unwrap();
     assert!(spent < 1.0, "the gateway decided in {spent} ms");
     assert_eq!(
-        health(&gw).await["pools"]["default"]["servers"][0]["breaker"],
+        gw.health().await["pools"]["default"]["servers"][0]["breaker"],
         "open"
     );
 
@@ -82,12 +60,12 @@ async fn the_breaker_opens_fails_fast_then_recovers_through_half_open() {
     tokio::time::sleep(Duration::from_millis(1050)).await;
     assert_eq!(get(&gw, "/x").await.status(), 200);
     assert_eq!(
-        health(&gw).await["pools"]["default"]["servers"][0]["breaker"],
+        gw.health().await["pools"]["default"]["servers"][0]["breaker"],
         "half_open"
     );
     assert_eq!(get(&gw, "/x").await.status(), 200);
     assert_eq!(
-        health(&gw).await["pools"]["default"]["servers"][0]["breaker"],
+        gw.health().await["pools"]["default"]["servers"][0]["breaker"],
         "closed"
     );
     assert_eq!(up.hits(), 6);
@@ -119,7 +97,7 @@ async fn idempotent_requests_are_retried_on_another_server() {
     let resp = get(&gw, "/items").await;
     assert_eq!(resp.status(), 200);
     assert_eq!((failing.hits(), good.hits()), (1, 1));
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     assert_eq!(
         metric(&text, "rampart_retries_total{route=\"default\"}"),
         Some(1.0)
@@ -212,7 +190,7 @@ async fn the_budget_holds_retries_to_its_percentage_under_total_failure() {
     let amplification = up.hits() as f64 / requests as f64;
     assert!(amplification <= 1.10, "amplification {amplification}");
     assert!(amplification >= 1.09, "the budget is used: {amplification}");
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     let exhausted = metric(
         &text,
         "rampart_retry_budget_exhausted_total{route=\"default\"}",
@@ -237,9 +215,9 @@ async fn a_failing_server_is_ejected_and_comes_back() {
         assert_eq!(get(&gw, "/").await.status(), 200);
     }
     assert_eq!(bad.hits(), 3, "no traffic while ejected");
-    let h = health(&gw).await;
+    let h = gw.health().await;
     assert_eq!(h["pools"]["default"]["servers"][0]["ejected"], true);
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     let server = format!("{{pool=\"default\",server=\"{}\"}}", bad.url());
     assert_eq!(
         metric(&text, &format!("rampart_upstream_ejections_total{server}")),
@@ -262,7 +240,7 @@ async fn active_checks_mark_a_server_down_and_up() {
     let gw = start_pool(&[a.url(), b.url()], pool, "").await;
     a.set_healthy(false);
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let h = health(&gw).await;
+    let h = gw.health().await;
     assert_eq!(h["pools"]["default"]["servers"][0]["healthy"], false);
     assert_eq!(h["pools"]["default"]["state"], "up", "one server left");
     let before = a.hits();
@@ -270,7 +248,7 @@ async fn active_checks_mark_a_server_down_and_up() {
         assert_eq!(get(&gw, "/").await.status(), 200);
     }
     assert_eq!(a.hits(), before, "no traffic to an unhealthy server");
-    let text = metrics(&gw).await;
+    let text = gw.metrics().await;
     let server = format!("{{pool=\"default\",server=\"{}\"}}", a.url());
     assert_eq!(
         metric(&text, &format!("rampart_upstream_server_up{server}")),
@@ -280,7 +258,7 @@ async fn active_checks_mark_a_server_down_and_up() {
     a.set_healthy(true);
     tokio::time::sleep(Duration::from_millis(450)).await;
     assert_eq!(
-        health(&gw).await["pools"]["default"]["servers"][0]["healthy"],
+        gw.health().await["pools"]["default"]["servers"][0]["healthy"],
         true
     );
     for _ in 0..4 {

@@ -286,46 +286,38 @@ impl Redis {
             .unwrap_or_default()
             .as_millis()
             .max(1) as u64;
-        let key = self.ban_key(ip);
-        let value = format!("{until_ms} {}", ban.reason);
-        let message = format!("ban {ip} {until_ms} {}", ban.reason);
-        let channel = self.channel();
-        self.call(|mut conn| async move {
-            redis::pipe()
-                .cmd("SET")
-                .arg(&key)
-                .arg(&value)
-                .arg("PX")
-                .arg(ttl)
-                .ignore()
-                .cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&message)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let mut store = redis::cmd("SET");
+        store
+            .arg(self.ban_key(ip))
+            .arg(format!("{until_ms} {}", ban.reason))
+            .arg("PX")
+            .arg(ttl);
+        self.store_and_announce(store, format!("ban {ip} {until_ms} {}", ban.reason))
+            .await
     }
 
     /// Lifts a ban everywhere.
     pub async fn publish_unban(&self, ip: IpAddr) -> Result<(), RedisFailure> {
-        let key = self.ban_key(ip);
-        let channel = self.channel();
-        let message = format!("unban {ip}");
-        self.call(|mut conn| async move {
-            redis::pipe()
-                .cmd("DEL")
-                .arg(&key)
-                .ignore()
-                .cmd("PUBLISH")
-                .arg(&channel)
-                .arg(&message)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        let mut delete = redis::cmd("DEL");
+        delete.arg(self.ban_key(ip));
+        self.store_and_announce(delete, format!("unban {ip}")).await
+    }
+
+    /// Runs `store` and publishes `message` on the ban channel, in one round trip.
+    async fn store_and_announce(
+        &self,
+        store: redis::Cmd,
+        message: String,
+    ) -> Result<(), RedisFailure> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(store)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.channel())
+            .arg(message)
+            .ignore();
+        self.call(|mut conn| async move { pipe.query_async::<()>(&mut conn).await })
+            .await
     }
 
     /// Loads every ban stored in Redis into `table`.

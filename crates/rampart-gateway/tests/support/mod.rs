@@ -177,6 +177,26 @@ impl Running {
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
+
+    /// The Prometheus text of the admin listener.
+    pub async fn metrics(&self) -> String {
+        let resp = client()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap();
+        resp.text().await.unwrap()
+    }
+
+    /// The `/health` document.
+    pub async fn health(&self) -> serde_json::Value {
+        let resp = client()
+            .get(self.admin_url("/health"))
+            .send()
+            .await
+            .unwrap();
+        resp.json().await.unwrap()
+    }
 }
 
 /// Config text with ephemeral listeners and the upstream as the default pool, followed by
