@@ -61,16 +61,30 @@ write_upstream_conf 0
 PIDS+=("$(cat "$WORK/upstream.pid")")
 for _ in $(seq 100); do curl -fs "http://$UP/" >/dev/null 2>&1 && break; sleep 0.1; done
 
+# One benchmark client must not be rate limited: per-IP limits out of its reach.
+LIMITS='[rate_limit]
+limits = [{ name = "ip", key = "ip", rate = 1000000000, per = "1m" }]'
+
 # Retries and their budget alone: breakers and ejection off.
 cat >"$WORK/retries-only.toml" <<TOML
 [server]
 listen = "$RMP"
 admin = "$ADM"
+$LIMITS
 [upstreams.default]
 servers = ["http://$UP"]
 breaker = { enabled = false }
 pool_breaker = { enabled = false }
 outlier = { enabled = false }
+TOML
+
+cat >"$WORK/default.toml" <<TOML
+[server]
+listen = "$RMP"
+admin = "$ADM"
+$LIMITS
+[upstreams.default]
+servers = ["http://$UP"]
 TOML
 
 start_rampart() {
@@ -108,7 +122,7 @@ phase 0.5
 phase 1.0
 echo "-- default profile (retries, budget, breakers, ejection)"
 control 0.0
-start_rampart --upstream "http://$UP" --listen "$RMP" --admin "$ADM"
+start_rampart --config "$WORK/default.toml"
 phase 0.5
 phase 1.0
 

@@ -68,9 +68,24 @@ http {
 }
 CONF
 
+# rampart's defaults, but with per-IP limits no single benchmark client reaches: the limiter
+# still decides every request, and every request is proxied.
+cat >"$WORK/rampart.toml" <<CONF
+[server]
+listen = "$RMP"
+admin = "$ADM"
+[rate_limit]
+limits = [
+  { name = "ip-per-minute", key = "ip", rate = 1000000000, per = "1m" },
+  { name = "ip-per-hour", key = "ip", rate = 1000000000, per = "1h" },
+]
+[upstreams.default]
+servers = ["http://$UP"]
+CONF
+
 "$NGINX" -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" & PIDS+=($!)
-"$RAMPART" serve --upstream "http://$UP" --listen "$RMP" --admin "$ADM" --threads 1 >/dev/null & RAMPART_PID=$!
+"$RAMPART" serve --config "$WORK/rampart.toml" --threads 1 >/dev/null & RAMPART_PID=$!
 PIDS+=("$RAMPART_PID")
 
 for addr in $UP $NGX $RMP; do
@@ -86,6 +101,11 @@ for round in $(seq "$ROUNDS"); do
   for target in upstream nginx rampart; do
     case $target in upstream) addr=$UP;; nginx) addr=$NGX;; rampart) addr=$RMP;; esac
     out=$(wrk -t1 -c50 -d"$DURATION" --latency "http://$addr/")
+    if grep -q 'Non-2xx' <<<"$out"; then
+      echo "$target answered non-2xx responses: the figures would not be comparable" >&2
+      grep 'Non-2xx' <<<"$out" >&2
+      exit 1
+    fi
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     p50=$(to_ms "$(awk '$1=="50%" {print $2}' <<<"$out")")
     p99=$(to_ms "$(awk '$1=="99%" {print $2}' <<<"$out")")
