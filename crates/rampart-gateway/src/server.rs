@@ -391,8 +391,6 @@ pub struct ConnState {
     requests: AtomicU64,
     /// Milliseconds after `start` when the connection last became idle.
     idle_since_ms: AtomicU64,
-    /// Woken when a request ends, to re-arm the idle timer.
-    request_ended: tokio::sync::Notify,
 }
 
 impl ConnState {
@@ -402,7 +400,6 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
-            request_ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -439,7 +436,6 @@ impl Drop for RequestGuard {
         let ms = self.conn.start.elapsed().as_millis() as u64;
         self.conn.idle_since_ms.store(ms, Ordering::Release);
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.conn.request_ended.notify_one();
     }
 }
 
@@ -508,25 +504,26 @@ async fn serve_connection<I>(
     let idle_timeout = runtime.config.server.idle_timeout;
     let conn = runtime.http.serve_connection(io, service);
     tokio::pin!(conn);
-    let watchdog = tokio::time::sleep(header_timeout);
+    // The watchdog is not told when requests end (that would cost a wake-up per request):
+    // it wakes at the earliest deadline it may have to enforce and then works out the
+    // real one from the connection's state.
+    let watchdog = tokio::time::sleep(header_timeout.min(idle_timeout));
     tokio::pin!(watchdog);
+    let cancelled = shared.shutdown.cancelled();
+    tokio::pin!(cancelled);
     let mut closing = false;
     loop {
         tokio::select! {
+            biased;
             result = conn.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = shared.shutdown.cancelled(), if !closing => {
+            _ = &mut cancelled, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
-            }
-            _ = state.request_ended.notified(), if !closing => {
-                if let Some(at) = state.close_at(header_timeout, idle_timeout) {
-                    watchdog.as_mut().reset(at.into());
-                }
             }
             _ = &mut watchdog => {
                 if closing {
