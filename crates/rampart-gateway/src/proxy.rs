@@ -637,7 +637,7 @@ fn candidates(pool: &Pool, tried: &[usize]) -> Vec<usize> {
 fn retry_after(pool: &Pool) -> Duration {
     pool.servers
         .iter()
-        .filter_map(|s| s.breaker.try_acquire().err().map(|r| r.retry_after))
+        .filter_map(|s| s.breaker.retry_after())
         .min()
         .unwrap_or(Duration::from_secs(1))
 }

@@ -355,6 +355,16 @@ impl CircuitBreaker {
         }
     }
 
+    /// How long until an open breaker lets calls through again; None when it does now.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match &self.lock().phase {
+            Phase::Open { until } => until
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero()),
+            _ => None,
+        }
+    }
+
     /// Whether a call would be let through now, without taking a permit.
     pub fn would_allow(&self) -> bool {
         let inner = self.lock();
@@ -544,8 +554,11 @@ mod tests {
         // The 5th call makes 5 of 5 failed: open.
         call(&b, FAIL).unwrap();
         assert_eq!(b.state(), State::Open);
+        assert_eq!(b.retry_after(), Some(Duration::from_secs(10)));
         let rejected = b.try_acquire().err().unwrap();
         assert_eq!(rejected.retry_after, Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(b.retry_after(), None, "time is up: calls may go through");
     }
 
     #[tokio::test(start_paused = true)]
