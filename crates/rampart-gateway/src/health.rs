@@ -38,15 +38,24 @@ fn set_health(pool: &Pool, server: &Server, healthy: bool, was: bool) {
     }
 }
 
-/// Checks every server of every pool once and sets the results outright.
-pub async fn check_all(runtime: &Runtime) {
-    let servers: Vec<(&Pool, &Server)> = runtime
-        .pools
-        .values()
-        .flat_map(|p| p.servers.iter().map(move |s| (&**p, s)))
+/// Checks every server of `pools` at once; each server with its result.
+async fn check_pools<'a>(
+    pools: impl Iterator<Item = &'a Pool>,
+) -> Vec<(&'a Pool, &'a Server, bool)> {
+    let servers: Vec<(&Pool, &Server)> = pools
+        .flat_map(|p| p.servers.iter().map(move |s| (p, s)))
         .collect();
     let results = join_all(servers.iter().map(|(p, s)| check(p, s))).await;
-    for ((pool, server), healthy) in servers.into_iter().zip(results) {
+    servers
+        .into_iter()
+        .zip(results)
+        .map(|((p, s), passed)| (p, s, passed))
+        .collect()
+}
+
+/// Checks every server of every pool once and sets the results outright.
+pub async fn check_all(runtime: &Runtime) {
+    for (pool, server, healthy) in check_pools(runtime.pools.values().map(|p| &**p)).await {
         let was = server.healthy();
         server.health.set(healthy);
         set_health(pool, server, healthy, was);
@@ -88,12 +97,7 @@ pub async fn check_loop(shared: Arc<Shared>) {
         for pool in &pools {
             due.insert(pool.name.clone(), now + pool.health_check.interval);
         }
-        let servers: Vec<(&Pool, &Server)> = pools
-            .iter()
-            .flat_map(|p| p.servers.iter().map(move |s| (*p, s)))
-            .collect();
-        let results = join_all(servers.iter().map(|(p, s)| check(p, s))).await;
-        for ((pool, server), passed) in servers.into_iter().zip(results) {
+        for (pool, server, passed) in check_pools(pools.into_iter()).await {
             let was = server.healthy();
             if let Some(healthy) = server.health.record(passed, &pool.health_check) {
                 set_health(pool, server, healthy, was);

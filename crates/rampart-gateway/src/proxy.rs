@@ -621,16 +621,11 @@ fn candidates(pool: &Pool, tried: &[usize]) -> Vec<usize> {
             .filter(|&i| pool.reachable_ignoring_health(i))
             .collect();
     }
-    let untried: Vec<usize> = available
-        .iter()
-        .copied()
-        .filter(|i| !tried.contains(i))
-        .collect();
-    if untried.is_empty() {
-        available
-    } else {
-        untried
+    // Only retries have tried servers: the first attempt allocates one list, not two.
+    if !tried.is_empty() && available.iter().any(|i| !tried.contains(i)) {
+        available.retain(|i| !tried.contains(i));
     }
+    available
 }
 
 /// The earliest time a server of the pool may take calls again.

@@ -137,6 +137,12 @@ impl Tally {
         self.failures += u32::from(failure);
         self.slow += u32::from(slow);
     }
+
+    fn merge(&mut self, other: &Tally) {
+        self.calls += other.calls;
+        self.failures += other.failures;
+        self.slow += other.slow;
+    }
 }
 
 /// The sliding window of outcomes.
@@ -207,9 +213,7 @@ impl Window {
                 let mut t = Tally::default();
                 for (s, b) in buckets {
                     if *s != u64::MAX && *s + len > second && *s <= second {
-                        t.calls += b.calls;
-                        t.failures += b.failures;
-                        t.slow += b.slow;
+                        t.merge(b);
                     }
                 }
                 t
