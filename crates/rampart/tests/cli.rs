@@ -13,6 +13,15 @@ fn rampart() -> Command {
     Command::new(env!("CARGO_BIN_EXE_rampart"))
 }
 
+/// `rampart check --config PATH`.
+fn check(path: &Path) -> std::process::Output {
+    rampart()
+        .args(["check", "--config"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn init_writes_a_file_that_check_accepts_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,11 +34,7 @@ fn init_writes_a_file_that_check_accepts_and_refuses_to_overwrite() {
     );
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("# rampart.toml"));
-    let out = rampart()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert!(
         out.status.success(),
         "{}",
@@ -53,11 +58,7 @@ fn check_reports_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[server]\nlisten = \"127.0.0.1:8080\"\n\n[cors]\nallow_origins = [\"*\"]\nallow_credentials = true\n").unwrap();
-    let out = rampart()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -67,11 +68,7 @@ fn check_reports_file_line_and_column() {
     assert!(stderr.contains("credentials"), "{stderr}");
 
     std::fs::write(&path, "[server]\nlisten = 8080\n").unwrap();
-    let out = rampart()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("bad.toml:2:10: "), "{stderr}");
 
