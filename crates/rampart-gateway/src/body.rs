@@ -30,6 +30,8 @@ pub struct BodyTooLarge(pub u64);
 /// `limit`; or buffered, so that it can be sent again on a retry.
 pub enum RequestBody {
     Streaming {
+        /// Bytes already read from `inner` (for inspection), sent first.
+        prefix: Option<Bytes>,
         inner: Incoming,
         limit: u64,
         seen: u64,
@@ -41,9 +43,23 @@ pub enum RequestBody {
 impl RequestBody {
     pub fn streaming(inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
         RequestBody::Streaming {
+            prefix: None,
             inner,
             limit,
             seen: 0,
+            stats,
+        }
+    }
+
+    /// A body whose first bytes were already read: `prefix`, then the rest of `inner`.
+    pub fn prefixed(prefix: Bytes, inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
+        let seen = prefix.len() as u64;
+        stats.bytes.fetch_add(seen, Ordering::Relaxed);
+        RequestBody::Streaming {
+            prefix: (!prefix.is_empty()).then_some(prefix),
+            inner,
+            limit,
+            seen,
             stats,
         }
     }
@@ -68,11 +84,15 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             RequestBody::Streaming {
+                prefix,
                 inner,
                 limit,
                 seen,
                 stats,
             } => {
+                if let Some(bytes) = prefix.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                }
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
                     Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
@@ -95,14 +115,23 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming { inner, .. } => inner.is_end_stream(),
+            RequestBody::Streaming { prefix, inner, .. } => prefix.is_none() && inner.is_end_stream(),
             RequestBody::Buffered(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Streaming { inner, .. } => inner.size_hint(),
+            RequestBody::Streaming { prefix, inner, .. } => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let hint = inner.size_hint();
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower() + extra);
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper + extra);
+                }
+                sum
+            }
             RequestBody::Buffered(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }

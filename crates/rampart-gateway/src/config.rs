@@ -42,6 +42,9 @@ pub struct Config {
     /// Shared state for several replicas.
     #[serde(default)]
     pub redis: RedisConfig,
+    /// Request inspection for every route without its own `[routes.inspection]`.
+    #[serde(default)]
+    pub inspection: rampart_guard::GuardConfig,
     /// Upstream pools by name.
     #[serde(default = "default_upstreams")]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
@@ -60,6 +63,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             access: AccessConfig::default(),
             bans: BanConfig::default(),
+            inspection: rampart_guard::GuardConfig::default(),
             redis: RedisConfig::default(),
             upstreams: default_upstreams(),
             routes: default_routes(),
@@ -91,6 +95,7 @@ fn default_routes() -> Vec<RouteConfig> {
         retry: RetryConfig::default(),
         fallback: None,
         rate_limits: None,
+        inspection: None,
     }]
 }
 
@@ -464,6 +469,8 @@ pub struct RouteConfig {
     pub fallback: Option<FallbackConfig>,
     /// This route's own rate limits instead of the global ones (`[]`: none).
     pub rate_limits: Option<Vec<LimitConfig>>,
+    /// This route's inspection settings instead of the global `[inspection]`.
+    pub inspection: Option<rampart_guard::GuardConfig>,
 }
 
 impl RouteConfig {
@@ -585,6 +592,9 @@ impl Config {
                 return Err(Invalid::new(vec![Key(key)], problem));
             }
         }
+        if let Err(problem) = self.inspection.validate() {
+            return Err(Invalid::new(vec![Key("inspection")], problem.to_string()));
+        }
         if self
             .server
             .admin_token
@@ -651,6 +661,9 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {
             let at = |k: &'static str| vec![Key("routes"), Index(i), Key(k)];
+            if let Some(Err(problem)) = route.inspection.as_ref().map(|c| c.validate()) {
+                return Err(Invalid::new(at("inspection"), problem.to_string()));
+            }
             if !route.prefix.starts_with('/') {
                 return Err(Invalid::new(
                     at("prefix"),

@@ -17,6 +17,7 @@ mod cors;
 mod exchange;
 mod headers;
 mod health;
+mod inspect;
 pub mod metrics;
 mod proxy;
 mod runtime;

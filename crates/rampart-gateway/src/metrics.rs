@@ -73,10 +73,12 @@ pub enum Rejection {
     banned,
     rate_limited,
     limit_unavailable,
+    inspection_blocked,
+    body_unparsable,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 12] = [
+    const ALL: [Rejection; 14] = [
         Rejection::no_route,
         Rejection::body_too_large,
         Rejection::headers_too_large,
@@ -89,6 +91,8 @@ impl Rejection {
         Rejection::banned,
         Rejection::rate_limited,
         Rejection::limit_unavailable,
+        Rejection::inspection_blocked,
+        Rejection::body_unparsable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +109,8 @@ impl Rejection {
             Rejection::banned => "banned",
             Rejection::rate_limited => "rate_limited",
             Rejection::limit_unavailable => "limit_unavailable",
+            Rejection::inspection_blocked => "inspection_blocked",
+            Rejection::body_unparsable => "body_unparsable",
         }
     }
 }
@@ -128,6 +134,7 @@ pub struct Metrics {
     pub active_connections: Gauge,
     pub connections: Counter,
     pub bans: Counter,
+    inspections: Family<ResultLabel, Counter>,
 }
 
 /// Exports the limiters' and Redis' own counters at each scrape.
@@ -242,6 +249,12 @@ impl Metrics {
         let connections = Counter::default();
         let bans = Counter::default();
         registry.register("bans", "Bans issued by this gateway", bans.clone());
+        let inspections = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "inspection_findings",
+            "Requests whose inspection score reached the threshold, by result (blocked, detected)",
+            inspections.clone(),
+        );
         registry.register(
             "requests",
             "Requests answered, by route and status class",
@@ -335,6 +348,7 @@ impl Metrics {
             active_connections,
             connections,
             bans,
+            inspections,
         }
     }
 
@@ -362,6 +376,14 @@ impl Metrics {
     pub fn register_limits(&mut self, stats: Arc<LimiterStats>, redis: Option<Arc<Redis>>) {
         self.registry
             .register_collector(Box::new(LimitCollector { stats, redis }));
+    }
+
+    /// A request over its route's inspection threshold: blocked, or only detected.
+    pub fn inspection(&self, blocked: bool) {
+        let result = if blocked { "blocked" } else { "detected" };
+        self.inspections
+            .get_or_create(&ResultLabel { result })
+            .inc();
     }
 
     pub fn rejected(&self, reason: Rejection) {

@@ -342,6 +342,75 @@ pub async fn handle(
         _ => {}
     }
 
+    // Inspection: the path, query, chosen headers and, for text types, the body.
+    let inspected = crate::inspect::inspect(
+        &route.inspection,
+        parts.uri.path(),
+        parts.uri.query(),
+        &parts.headers,
+        body,
+        limit,
+        route.limits.upstream_timeout,
+    )
+    .await;
+    let body = match inspected {
+        Ok(outcome) => {
+            if !outcome.report.is_empty() {
+                let blocks = route.inspection.blocks(&outcome.report);
+                let block = blocks && route.inspection.mode() == rampart_guard::Mode::Block;
+                security_event(&exchange, &route.name, &outcome.report, blocks, block);
+                if blocks {
+                    shared.metrics.inspection(block);
+                }
+                if block {
+                    record_event(&shared, &runtime, client, EventKind::InspectionBlock, None);
+                    shared.metrics.rejected(Rejection::inspection_blocked);
+                    let body = serde_json::json!({
+                        "error": "request blocked by inspection",
+                        "request_id": exchange.request_id.to_str().unwrap_or("-"),
+                        "rules": crate::inspect::rules_json(&outcome.report, false),
+                    });
+                    let unread = matches!(outcome.body, crate::inspect::InspectedBody::Untouched(_) | crate::inspect::InspectedBody::Prefix(..));
+                    return Ok(reject_with(
+                        exchange,
+                        tls,
+                        StatusCode::FORBIDDEN,
+                        Decision::Rejected(Rejection::inspection_blocked),
+                        body,
+                        unread,
+                    ));
+                }
+            }
+            outcome.body
+        }
+        Err(crate::inspect::Refusal::TooLarge) => {
+            return Ok(rejected(
+                exchange,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Rejection::body_too_large,
+                "request body too large to inspect",
+                true,
+            ));
+        }
+        Err(crate::inspect::Refusal::Unparsable(why)) => {
+            return Ok(rejected(
+                exchange,
+                StatusCode::BAD_REQUEST,
+                Rejection::body_unparsable,
+                &why.to_string(),
+                false,
+            ));
+        }
+        Err(crate::inspect::Refusal::Unreadable { timed_out }) => {
+            let (status, message) = if timed_out {
+                (StatusCode::REQUEST_TIMEOUT, "the request body was not received in time")
+            } else {
+                (StatusCode::BAD_REQUEST, "the request body could not be read")
+            };
+            return Ok(rejected(exchange, status, Rejection::bad_request, message, true));
+        }
+    };
+
     // The upstream request, the same for every attempt but for `Host`.
     let path_and_query = {
         let path = parts.uri.path();
@@ -385,6 +454,60 @@ pub async fn handle(
     exchange.body_stats = Some(stats.clone());
 
     // Small bodies are buffered so that a retry can send them again.
+    let body = match body {
+        crate::inspect::InspectedBody::Untouched(body) => body,
+        crate::inspect::InspectedBody::Complete(bytes) => {
+            if bytes.len() as u64 > limit {
+                return Ok(rejected(
+                    exchange,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Rejection::body_too_large,
+                    "request body too large",
+                    true,
+                ));
+            }
+            stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            return finish(
+                Sent {
+                    shared,
+                    runtime: &runtime,
+                    route,
+                    route_index,
+                    origin,
+                    quota,
+                    client,
+                    tls,
+                    stats,
+                },
+                exchange,
+                parts,
+                Outgoing::Replayable(bytes),
+                preserved_host,
+            )
+            .await;
+        }
+        crate::inspect::InspectedBody::Prefix(prefix, rest) => {
+            let outgoing = Outgoing::Streaming(Some(RequestBody::prefixed(prefix, rest, limit, stats.clone())));
+            return finish(
+                Sent {
+                    shared,
+                    runtime: &runtime,
+                    route,
+                    route_index,
+                    origin,
+                    quota,
+                    client,
+                    tls,
+                    stats,
+                },
+                exchange,
+                parts,
+                outgoing,
+                preserved_host,
+            )
+            .await;
+        }
+    };
     let exact = body.size_hint().exact();
     let outgoing = match exact {
         Some(0) => Outgoing::Replayable(Bytes::new()),
@@ -419,6 +542,69 @@ pub async fn handle(
         _ => Outgoing::Streaming(Some(RequestBody::streaming(body, limit, stats.clone()))),
     };
 
+    finish(
+        Sent {
+            shared,
+            runtime: &runtime,
+            route,
+            route_index,
+            origin,
+            quota,
+            client,
+            tls,
+            stats,
+        },
+        exchange,
+        parts,
+        outgoing,
+        preserved_host,
+    )
+    .await
+}
+
+/// What the last stage of a request needs from the first.
+struct Sent<'a> {
+    shared: Arc<Shared>,
+    runtime: &'a Arc<Runtime>,
+    route: &'a Route,
+    route_index: usize,
+    origin: Option<HeaderValue>,
+    quota: Option<QuotaInfo>,
+    client: std::net::IpAddr,
+    tls: bool,
+    stats: Arc<BodyStats>,
+}
+
+/// Sends the request upstream (with retries and fallback) and prepares the response.
+async fn finish(
+    sent: Sent<'_>,
+    mut exchange: Box<Exchange>,
+    parts: http::request::Parts,
+    outgoing: Outgoing,
+    preserved_host: Option<HeaderValue>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let Sent {
+        shared,
+        runtime,
+        route,
+        route_index,
+        origin,
+        quota,
+        client,
+        tls,
+        stats,
+    } = sent;
+    let rejected = |exchange: Box<Exchange>, status, reason: Rejection, message: &str, close| {
+        shared.metrics.rejected(reason);
+        reject(
+            exchange,
+            tls,
+            status,
+            Decision::Rejected(reason),
+            message,
+            close,
+        )
+    };
     let forwarded = forward(route, parts, outgoing, preserved_host, &mut exchange).await;
     let (response, conn) = match forwarded {
         Ok(exchanged) => exchanged,
@@ -475,7 +661,7 @@ pub async fn handle(
     route.cors.apply(origin.as_ref(), &mut parts.headers);
     finish_headers(
         &mut parts.headers,
-        &runtime,
+        runtime,
         Some(route_index),
         &exchange.request_id,
         tls,
@@ -487,7 +673,7 @@ pub async fn handle(
     if exchange.status >= 400 {
         record_event(
             &shared,
-            &runtime,
+            runtime,
             client,
             EventKind::UpstreamStatus,
             Some(exchange.status),
@@ -540,6 +726,27 @@ fn record_event(
     if let Some(ban) = runtime.ban_engine.record(client, kind, status) {
         apply_ban(shared, client, ban);
     }
+}
+
+/// One security event per inspected request with findings: what matched, where, and what was
+/// done. Excerpts are short and never whole values.
+fn security_event(exchange: &Exchange, route: &str, report: &rampart_guard::Report, over_threshold: bool, blocked: bool) {
+    let action = match (over_threshold, blocked) {
+        (true, true) => "blocked",
+        (true, false) => "detected",
+        _ => "below_threshold",
+    };
+    tracing::warn!(
+        target: "rampart::security",
+        event = "inspection",
+        action,
+        request_id = exchange.request_id.to_str().unwrap_or("-"),
+        client = %exchange.client_ip,
+        route,
+        score = report.score(),
+        rules = %crate::inspect::rules_json(report, true),
+        "request inspection findings"
+    );
 }
 
 /// Enforces a ban here and announces it to the other replicas.

@@ -71,6 +71,7 @@ pub struct Route {
     pub budget: RetryBudget,
     pub fallback: Option<Fallback>,
     pub limiter: Arc<RateLimiter>,
+    pub inspection: rampart_guard::Policy,
 }
 
 /// A route's static answer for when no upstream server can take a request.
@@ -262,6 +263,10 @@ impl Runtime {
                         limits.stats.clone(),
                     )),
                 },
+                inspection: rampart_guard::Policy::new(
+                    r.inspection.as_ref().unwrap_or(&config.inspection),
+                )
+                .map_err(|e| format!("route {}: inspection: {e}", r.display_name()))?,
             });
         }
         // Host-specific routes first, then longer prefixes first: the first match wins.

