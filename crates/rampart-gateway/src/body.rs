@@ -115,7 +115,9 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Streaming { prefix, inner, .. } => prefix.is_none() && inner.is_end_stream(),
+            RequestBody::Streaming { prefix, inner, .. } => {
+                prefix.is_none() && inner.is_end_stream()
+            }
             RequestBody::Buffered(bytes) => bytes.is_none(),
         }
     }

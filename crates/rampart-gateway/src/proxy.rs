@@ -370,7 +370,11 @@ pub async fn handle(
                         "request_id": exchange.request_id.to_str().unwrap_or("-"),
                         "rules": crate::inspect::rules_json(&outcome.report, false),
                     });
-                    let unread = matches!(outcome.body, crate::inspect::InspectedBody::Untouched(_) | crate::inspect::InspectedBody::Prefix(..));
+                    let unread = matches!(
+                        outcome.body,
+                        crate::inspect::InspectedBody::Untouched(_)
+                            | crate::inspect::InspectedBody::Prefix(..)
+                    );
                     return Ok(reject_with(
                         exchange,
                         tls,
@@ -403,11 +407,23 @@ pub async fn handle(
         }
         Err(crate::inspect::Refusal::Unreadable { timed_out }) => {
             let (status, message) = if timed_out {
-                (StatusCode::REQUEST_TIMEOUT, "the request body was not received in time")
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body was not received in time",
+                )
             } else {
-                (StatusCode::BAD_REQUEST, "the request body could not be read")
+                (
+                    StatusCode::BAD_REQUEST,
+                    "the request body could not be read",
+                )
             };
-            return Ok(rejected(exchange, status, Rejection::bad_request, message, true));
+            return Ok(rejected(
+                exchange,
+                status,
+                Rejection::bad_request,
+                message,
+                true,
+            ));
         }
     };
 
@@ -487,7 +503,12 @@ pub async fn handle(
             .await;
         }
         crate::inspect::InspectedBody::Prefix(prefix, rest) => {
-            let outgoing = Outgoing::Streaming(Some(RequestBody::prefixed(prefix, rest, limit, stats.clone())));
+            let outgoing = Outgoing::Streaming(Some(RequestBody::prefixed(
+                prefix,
+                rest,
+                limit,
+                stats.clone(),
+            )));
             return finish(
                 Sent {
                     shared,
@@ -730,7 +751,13 @@ fn record_event(
 
 /// One security event per inspected request with findings: what matched, where, and what was
 /// done. Excerpts are short and never whole values.
-fn security_event(exchange: &Exchange, route: &str, report: &rampart_guard::Report, over_threshold: bool, blocked: bool) {
+fn security_event(
+    exchange: &Exchange,
+    route: &str,
+    report: &rampart_guard::Report,
+    over_threshold: bool,
+    blocked: bool,
+) {
     let action = match (over_threshold, blocked) {
         (true, true) => "blocked",
         (true, false) => "detected",

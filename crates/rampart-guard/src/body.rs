@@ -97,7 +97,9 @@ fn json(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyErr
     match result {
         Ok(()) => Ok(()),
         Err(e) if e.to_string().starts_with(DEPTH_MARKER) => Err(BodyError::JsonDepth(max_depth)),
-        Err(e) if e.to_string().starts_with("recursion limit") => Err(BodyError::JsonDepth(max_depth)),
+        Err(e) if e.to_string().starts_with("recursion limit") => {
+            Err(BodyError::JsonDepth(max_depth))
+        }
         Err(e) => Err(BodyError::Json(e.to_string())),
     }
 }
@@ -215,7 +217,9 @@ fn multipart(
         rest = rest
             .strip_prefix(b"\r\n")
             .or_else(|| rest.strip_prefix(b"\n"))
-            .ok_or(BodyError::Multipart("boundary not followed by a line break"))?;
+            .ok_or(BodyError::Multipart(
+                "boundary not followed by a line break",
+            ))?;
         let end = finder
             .find(rest)
             .ok_or(BodyError::Multipart("part not terminated by a boundary"))?;
@@ -245,7 +249,9 @@ fn split_part(part: &[u8]) -> Result<(&[u8], &[u8]), BodyError> {
     if let Some(at) = memchr::memmem::find(part, b"\n\n") {
         return Ok((&part[..at], &part[at + 2..]));
     }
-    Err(BodyError::Multipart("part without a blank line after its headers"))
+    Err(BodyError::Multipart(
+        "part without a blank line after its headers",
+    ))
 }
 
 /// The `name` and `filename` of a part's Content-Disposition.
@@ -318,7 +324,9 @@ fn xml(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyErro
             Event::GeneralRef(r) => {
                 // An entity reference other than the five predefined ones needs a DTD.
                 let name = String::from_utf8_lossy(&r);
-                if !matches!(name.as_ref(), "lt" | "gt" | "amp" | "quot" | "apos") && !name.starts_with('#') {
+                if !matches!(name.as_ref(), "lt" | "gt" | "amp" | "quot" | "apos")
+                    && !name.starts_with('#')
+                {
                     let text = format!("<!ENTITY {name}>");
                     policy.inspect_value(Location::BodyValue, "", &text, report);
                 }

@@ -8,63 +8,329 @@ use crate::rules;
 /// Commands an attacker runs to probe, fetch, or open a shell: named after a separator they
 /// are an attack whatever follows.
 const STRONG_COMMANDS: &[&str] = &[
-    "whoami", "uname", "id", "ifconfig", "ipconfig", "netstat", "wget", "curl", "nc", "ncat",
-    "netcat", "bash", "sh", "zsh", "ksh", "csh", "tcsh", "dash", "powershell", "pwsh", "cmd",
-    "perl", "python", "python2", "python3", "php", "ruby", "lua", "ping", "nslookup", "cat",
-    "ls", "echo", "sleep", "systeminfo", "tasklist", "taskkill", "telnet", "socat", "nmap",
-    "passwd", "sudo", "su", "chmod", "chown", "rm", "mkfifo", "crontab", "certutil", "bitsadmin",
-    "rundll32", "regsvr32", "mshta", "cscript", "wscript", "wmic", "net", "netsh", "reg", "dir",
-    "type", "ver", "hostname", "tftp", "ftp", "scp", "ssh", "base64", "xxd", "printenv", "env",
-    "uptime", "pwd", "ps", "kill", "killall", "dig", "host", "traceroute", "tracert", "arp",
-    "route", "lsof", "useradd", "usermod", "adduser", "net1", "nohup", "timeout", "gcc", "cc",
-    "wc", "head", "tail", "more", "less", "grep", "egrep", "find", "awk", "gawk", "sed", "xargs",
-    "sort", "uniq", "cut", "tr", "tee", "dd", "od", "strings", "touch", "cp", "mv", "mkdir",
-    "rmdir", "ln", "tar", "zip", "unzip", "gzip", "gunzip", "openssl", "java", "node", "exec",
-    "eval", "expr", "shutdown", "reboot", "halt", "who", "w", "last", "history", "set",
-    "export", "unset", "alias", "start", "del", "copy", "move", "ren", "attrib", "icacls",
-    "cacls", "schtasks", "sc", "query", "qwinsta", "whereis", "which", "locate", "getent",
-    "fsutil", "vssadmin", "diskpart", "format", "print", "chcp", "mail", "sendmail", "rcp", "rsh",
-    "rlogin", "finger", "md5sum", "sha1sum", "sha256sum", "file", "stat", "readlink", "time",
-    "true", "false", "test", "cd", "ldd", "strace", "ltrace", "gdb", "busybox", "php-cgi",
-    "shred", "wall", "write", "logger", "systemctl", "service", "iptables", "mount", "umount",
-    "fdisk", "lsblk", "df", "du", "free", "top", "vmstat", "dmesg", "sysctl", "modprobe",
-    "insmod", "lsmod", "docker", "kubectl", "git", "svn", "pip", "npm", "apt", "yum", "dnf",
-    "apk", "pkg", "dpkg", "rpm",
+    "whoami",
+    "uname",
+    "id",
+    "ifconfig",
+    "ipconfig",
+    "netstat",
+    "wget",
+    "curl",
+    "nc",
+    "ncat",
+    "netcat",
+    "bash",
+    "sh",
+    "zsh",
+    "ksh",
+    "csh",
+    "tcsh",
+    "dash",
+    "powershell",
+    "pwsh",
+    "cmd",
+    "perl",
+    "python",
+    "python2",
+    "python3",
+    "php",
+    "ruby",
+    "lua",
+    "ping",
+    "nslookup",
+    "cat",
+    "ls",
+    "echo",
+    "sleep",
+    "systeminfo",
+    "tasklist",
+    "taskkill",
+    "telnet",
+    "socat",
+    "nmap",
+    "passwd",
+    "sudo",
+    "su",
+    "chmod",
+    "chown",
+    "rm",
+    "mkfifo",
+    "crontab",
+    "certutil",
+    "bitsadmin",
+    "rundll32",
+    "regsvr32",
+    "mshta",
+    "cscript",
+    "wscript",
+    "wmic",
+    "net",
+    "netsh",
+    "reg",
+    "dir",
+    "type",
+    "ver",
+    "hostname",
+    "tftp",
+    "ftp",
+    "scp",
+    "ssh",
+    "base64",
+    "xxd",
+    "printenv",
+    "env",
+    "uptime",
+    "pwd",
+    "ps",
+    "kill",
+    "killall",
+    "dig",
+    "host",
+    "traceroute",
+    "tracert",
+    "arp",
+    "route",
+    "lsof",
+    "useradd",
+    "usermod",
+    "adduser",
+    "net1",
+    "nohup",
+    "timeout",
+    "gcc",
+    "cc",
+    "wc",
+    "head",
+    "tail",
+    "more",
+    "less",
+    "grep",
+    "egrep",
+    "find",
+    "awk",
+    "gawk",
+    "sed",
+    "xargs",
+    "sort",
+    "uniq",
+    "cut",
+    "tr",
+    "tee",
+    "dd",
+    "od",
+    "strings",
+    "touch",
+    "cp",
+    "mv",
+    "mkdir",
+    "rmdir",
+    "ln",
+    "tar",
+    "zip",
+    "unzip",
+    "gzip",
+    "gunzip",
+    "openssl",
+    "java",
+    "node",
+    "exec",
+    "eval",
+    "expr",
+    "shutdown",
+    "reboot",
+    "halt",
+    "who",
+    "w",
+    "last",
+    "history",
+    "set",
+    "export",
+    "unset",
+    "alias",
+    "start",
+    "del",
+    "copy",
+    "move",
+    "ren",
+    "attrib",
+    "icacls",
+    "cacls",
+    "schtasks",
+    "sc",
+    "query",
+    "qwinsta",
+    "whereis",
+    "which",
+    "locate",
+    "getent",
+    "fsutil",
+    "vssadmin",
+    "diskpart",
+    "format",
+    "print",
+    "chcp",
+    "mail",
+    "sendmail",
+    "rcp",
+    "rsh",
+    "rlogin",
+    "finger",
+    "md5sum",
+    "sha1sum",
+    "sha256sum",
+    "file",
+    "stat",
+    "readlink",
+    "time",
+    "true",
+    "false",
+    "test",
+    "cd",
+    "ldd",
+    "strace",
+    "ltrace",
+    "gdb",
+    "busybox",
+    "php-cgi",
+    "shred",
+    "wall",
+    "write",
+    "logger",
+    "systemctl",
+    "service",
+    "iptables",
+    "mount",
+    "umount",
+    "fdisk",
+    "lsblk",
+    "df",
+    "du",
+    "free",
+    "top",
+    "vmstat",
+    "dmesg",
+    "sysctl",
+    "modprobe",
+    "insmod",
+    "lsmod",
+    "docker",
+    "kubectl",
+    "git",
+    "svn",
+    "pip",
+    "npm",
+    "apt",
+    "yum",
+    "dnf",
+    "apk",
+    "pkg",
+    "dpkg",
+    "rpm",
 ];
 
 /// Common English words that are also commands: after a separator they need an argument that
 /// looks like one (an option or a path) before they count.
 const AMBIGUOUS_COMMANDS: &[&str] = &[
-    "set", "start", "type", "more", "less", "find", "head", "tail", "host", "time", "test",
-    "file", "last", "who", "w", "format", "move", "copy", "print", "write", "mail", "free",
-    "top", "sort", "cut", "query", "true", "false", "wall", "service", "route", "sc", "tr",
-    "cd", "su", "dir", "del", "ren", "net", "reg", "ver", "env", "kill", "touch", "git", "node",
-    "echo", "cat", "id", "ps", "sh", "cc", "dd", "od", "ln", "mv", "cp", "rm", "df", "du", "ls",
-    "nc", "pip", "tee", "sed", "awk", "apt", "pkg", "zip", "tar", "java", "exec", "eval", "expr",
-    "sleep", "ping",
+    "set", "start", "type", "more", "less", "find", "head", "tail", "host", "time", "test", "file",
+    "last", "who", "w", "format", "move", "copy", "print", "write", "mail", "free", "top", "sort",
+    "cut", "query", "true", "false", "wall", "service", "route", "sc", "tr", "cd", "su", "dir",
+    "del", "ren", "net", "reg", "ver", "env", "kill", "touch", "git", "node", "echo", "cat", "id",
+    "ps", "sh", "cc", "dd", "od", "ln", "mv", "cp", "rm", "df", "du", "ls", "nc", "pip", "tee",
+    "sed", "awk", "apt", "pkg", "zip", "tar", "java", "exec", "eval", "expr", "sleep", "ping",
 ];
 
 /// Interpreters and tools whose path alone gives the attack away.
 const SHELL_PATHS: &[&str] = &[
-    "/bin/", "/usr/bin/", "/sbin/", "/usr/sbin/", "/usr/local/bin/", "cmd.exe", "powershell.exe",
-    "/dev/tcp/", "/dev/udp/", "system32/cmd", "%comspec%", "%systemroot%", "$env:",
+    "/bin/",
+    "/usr/bin/",
+    "/sbin/",
+    "/usr/sbin/",
+    "/usr/local/bin/",
+    "cmd.exe",
+    "powershell.exe",
+    "/dev/tcp/",
+    "/dev/udp/",
+    "system32/cmd",
+    "%comspec%",
+    "%systemroot%",
+    "$env:",
 ];
 
 /// Commands that only probe the machine: named alone as a whole value, they are an attack.
 const RECON_COMMANDS: &[&str] = &[
-    "whoami", "ifconfig", "ipconfig", "systeminfo", "uname", "netstat", "tasklist", "nslookup",
-    "sysinfo", "getuid", "hashdump", "phpinfo()", "whoami /all", "ipconfig /all", "uname -a",
-    "cat /etc/passwd", "id;", "ls -la", "ls -al", "ls -l",
+    "whoami",
+    "ifconfig",
+    "ipconfig",
+    "systeminfo",
+    "uname",
+    "netstat",
+    "tasklist",
+    "nslookup",
+    "sysinfo",
+    "getuid",
+    "hashdump",
+    "phpinfo()",
+    "whoami /all",
+    "ipconfig /all",
+    "uname -a",
+    "cat /etc/passwd",
+    "id;",
+    "ls -la",
+    "ls -al",
+    "ls -l",
 ];
 
 /// Subcommands that turn a Windows word (`net`, `reg`, `sc`, `netsh`) into administration.
 const SUBCOMMANDS: &[(&str, &[&str])] = &[
-    ("net", &["user", "users", "view", "localgroup", "group", "share", "use", "start", "stop", "session", "accounts", "config"]),
+    (
+        "net",
+        &[
+            "user",
+            "users",
+            "view",
+            "localgroup",
+            "group",
+            "share",
+            "use",
+            "start",
+            "stop",
+            "session",
+            "accounts",
+            "config",
+        ],
+    ),
     ("net1", &["user", "localgroup", "view"]),
-    ("reg", &["add", "query", "delete", "save", "export", "import", "load"]),
-    ("sc", &["query", "create", "config", "start", "stop", "delete", "qc"]),
-    ("netsh", &["firewall", "advfirewall", "interface", "wlan", "http", "winsock"]),
-    ("wmic", &["process", "useraccount", "os", "qfe", "service", "product", "nicconfig"]),
+    (
+        "reg",
+        &["add", "query", "delete", "save", "export", "import", "load"],
+    ),
+    (
+        "sc",
+        &["query", "create", "config", "start", "stop", "delete", "qc"],
+    ),
+    (
+        "netsh",
+        &[
+            "firewall",
+            "advfirewall",
+            "interface",
+            "wlan",
+            "http",
+            "winsock",
+        ],
+    ),
+    (
+        "wmic",
+        &[
+            "process",
+            "useraccount",
+            "os",
+            "qfe",
+            "service",
+            "product",
+            "nicconfig",
+        ],
+    ),
 ];
 
 /// `base` is the decoded view (for code such as `system('id')`, whose quotes matter),
@@ -72,7 +338,11 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
 pub fn scan(base: &str, view: &str, hits: &mut Hits) {
     code_execution_calls(base, hits);
     let bytes = view.as_bytes();
-    if bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_') && !view.contains(' ') {
+    if bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_')
+        && !view.contains(' ')
+    {
         return;
     }
     // Shellshock: a function definition in a header or variable.
@@ -81,9 +351,11 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
     }
     if let Some(pos) = memchr::memmem::find(bytes, b"<!--#") {
         let directive = &view[pos + 5..];
-        if ["exec", "include", "echo", "config", "printenv", "fsize", "flastmod", "set"]
-            .iter()
-            .any(|d| directive.starts_with(d))
+        if [
+            "exec", "include", "echo", "config", "printenv", "fsize", "flastmod", "set",
+        ]
+        .iter()
+        .any(|d| directive.starts_with(d))
         {
             hits.add(&rules::CMDI_SSI, view, pos);
         }
@@ -92,7 +364,12 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
         if let Some(pos) = memchr::memmem::find(bytes, path.as_bytes()) {
             // `/bin/` must be followed by a program name.
             let after = &view[pos + path.len()..];
-            if !path.ends_with('/') || after.bytes().next().is_some_and(|b| b.is_ascii_alphabetic()) {
+            if !path.ends_with('/')
+                || after
+                    .bytes()
+                    .next()
+                    .is_some_and(|b| b.is_ascii_alphabetic())
+            {
                 hits.add(&rules::CMDI_SHELL_PATH, view, pos);
                 break;
             }
@@ -128,9 +405,25 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
                 starts_like_command_line(name, args)
             } else if AMBIGUOUS_COMMANDS.contains(&name) {
                 argument_looks_shell(args)
-                    || matches!(name, "sleep" | "ping") && numeric_or_host_argument(args) || args.trim_start().is_empty() && !name.is_empty() && substitution
+                    || matches!(name, "sleep" | "ping") && numeric_or_host_argument(args)
+                    || args.trim_start().is_empty() && !name.is_empty() && substitution
                     || (args.trim().is_empty() || args.starts_with([';', '|', '&', '\n', '`', ')']))
-                        && matches!(name, "id" | "ls" | "ps" | "env" | "set" | "dir" | "ver" | "w" | "who" | "cd" | "echo" | "sh" | "cat" | "pwd")
+                        && matches!(
+                            name,
+                            "id" | "ls"
+                                | "ps"
+                                | "env"
+                                | "set"
+                                | "dir"
+                                | "ver"
+                                | "w"
+                                | "who"
+                                | "cd"
+                                | "echo"
+                                | "sh"
+                                | "cat"
+                                | "pwd"
+                        )
             } else {
                 true
             };
@@ -175,7 +468,9 @@ fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
             }
             b'`' => return Some((i + 1, true)),
             b'$' if bytes.get(i + 1) == Some(&b'(') => return Some((i + 2, true)),
-            b'(' | b'{' if i > 0 && matches!(bytes[i - 1], b'<' | b'>') => return Some((i + 1, true)),
+            b'(' | b'{' if i > 0 && matches!(bytes[i - 1], b'<' | b'>') => {
+                return Some((i + 1, true));
+            }
             _ => i += 1,
         }
     }
@@ -186,11 +481,16 @@ fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
 fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
     let bytes = view.as_bytes();
     let mut i = at;
-    while i < bytes.len() && (bytes[i].is_ascii_whitespace() || matches!(bytes[i], b'(' | b'{' | b'!' | b'@')) {
+    while i < bytes.len()
+        && (bytes[i].is_ascii_whitespace() || matches!(bytes[i], b'(' | b'{' | b'!' | b'@'))
+    {
         i += 1;
     }
     let start = i;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'/' | b'.' | b'_' | b'-' | b':' | b'\\')) {
+    while i < bytes.len()
+        && (bytes[i].is_ascii_alphanumeric()
+            || matches!(bytes[i], b'/' | b'.' | b'_' | b'-' | b':' | b'\\'))
+    {
         i += 1;
     }
     if i == start {
@@ -205,7 +505,10 @@ fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
         return None;
     }
     // A word with a path in front must be an absolute path or a plain name.
-    if word.len() != base.len() && !(word.starts_with('/') || word.contains(":\\") || word.starts_with("./")) && !word.ends_with(".exe") {
+    if word.len() != base.len()
+        && !(word.starts_with('/') || word.contains(":\\") || word.starts_with("./"))
+        && !word.ends_with(".exe")
+    {
         return None;
     }
     Some((STRONG_COMMANDS.iter().find(|c| **c == base).copied()?, i))
@@ -216,7 +519,10 @@ fn has_admin_subcommand(name: &str, args: &str) -> bool {
         return false;
     };
     args.starts_with(char::is_whitespace)
-        && args.split_ascii_whitespace().next().is_some_and(|a| subs.contains(&a))
+        && args
+            .split_ascii_whitespace()
+            .next()
+            .is_some_and(|a| subs.contains(&a))
 }
 
 /// An argument a shell command takes: an option (`-la`, `/all` on Windows), a path, a
@@ -225,7 +531,9 @@ fn argument_looks_shell(args: &str) -> bool {
     let Some(first) = args.split_ascii_whitespace().next() else {
         return false;
     };
-    if !args.starts_with(|c: char| c.is_ascii_whitespace() || c == ',') && !args.starts_with(['>', '<', '|']) {
+    if !args.starts_with(|c: char| c.is_ascii_whitespace() || c == ',')
+        && !args.starts_with(['>', '<', '|'])
+    {
         return false;
     }
     // `{cat,/etc/passwd}`: brace expansion separates with commas.
@@ -238,7 +546,11 @@ fn argument_looks_shell(args: &str) -> bool {
         b'-' => b.len() > 1 && b[1].is_ascii_alphanumeric(),
         b'/' => b.len() > 1 && (b[1].is_ascii_alphanumeric() || b[1] == b'/'),
         b'.' | b'~' | b'$' | b'%' | b'>' | b'<' | b'|' | b'\\' => true,
-        _ => first.len() > 2 && first.as_bytes()[1] == b':' && matches!(first.as_bytes()[2], b'\\' | b'/'),
+        _ => {
+            first.len() > 2
+                && first.as_bytes()[1] == b':'
+                && matches!(first.as_bytes()[2], b'\\' | b'/')
+        }
     }
 }
 
@@ -255,26 +567,73 @@ fn numeric_or_host_argument(args: &str) -> bool {
 /// fetcher and a URL.
 fn starts_like_command_line(name: &str, args: &str) -> bool {
     let first_arg = args.split_ascii_whitespace().next().unwrap_or("");
-    if matches!(name, "curl" | "wget" | "nc" | "ncat" | "tftp" | "ftp" | "telnet" | "lynx")
-        && args.starts_with(' ')
-        && (first_arg.starts_with("http://") || first_arg.starts_with("https://") || first_arg.starts_with("ftp://") || first_arg.split('.').count() == 4)
+    if matches!(
+        name,
+        "curl" | "wget" | "nc" | "ncat" | "tftp" | "ftp" | "telnet" | "lynx"
+    ) && args.starts_with(' ')
+        && (first_arg.starts_with("http://")
+            || first_arg.starts_with("https://")
+            || first_arg.starts_with("ftp://")
+            || first_arg.split('.').count() == 4)
     {
         return true;
     }
-    if name == "sleep" && numeric_or_host_argument(args) && args.split_ascii_whitespace().count() == 1 {
+    if name == "sleep"
+        && numeric_or_host_argument(args)
+        && args.split_ascii_whitespace().count() == 1
+    {
         return true;
     }
-    argument_looks_shell(args) && !matches!(name, "w" | "who" | "set" | "time" | "test" | "true" | "false" | "more" | "less" | "top" | "free" | "start" | "print" | "write")
+    argument_looks_shell(args)
+        && !matches!(
+            name,
+            "w" | "who"
+                | "set"
+                | "time"
+                | "test"
+                | "true"
+                | "false"
+                | "more"
+                | "less"
+                | "top"
+                | "free"
+                | "start"
+                | "print"
+                | "write"
+        )
 }
 
 /// `system('id')`, `exec("ls")`, `passthru(...)`: code that runs a command.
 fn code_execution_calls(view: &str, hits: &mut Hits) {
     const CALLS: &[&str] = &[
-        "system(", "exec(", "shell_exec(", "passthru(", "popen(", "proc_open(", "pcntl_exec(",
-        "os.system(", "os.popen(", "subprocess.", "runtime.getruntime().exec", "child_process",
-        "execsync(", "spawnsync(", "__import__(", "assert(", "create_function(", "processbuilder(",
-        "phpinfo(", "phpversion(", "<?php", "<?=", "eval(", "file_get_contents(", "include(",
-        "require(", "fopen(", "readfile(",
+        "system(",
+        "exec(",
+        "shell_exec(",
+        "passthru(",
+        "popen(",
+        "proc_open(",
+        "pcntl_exec(",
+        "os.system(",
+        "os.popen(",
+        "subprocess.",
+        "runtime.getruntime().exec",
+        "child_process",
+        "execsync(",
+        "spawnsync(",
+        "__import__(",
+        "assert(",
+        "create_function(",
+        "processbuilder(",
+        "phpinfo(",
+        "phpversion(",
+        "<?php",
+        "<?=",
+        "eval(",
+        "file_get_contents(",
+        "include(",
+        "require(",
+        "fopen(",
+        "readfile(",
     ];
     let bytes = view.as_bytes();
     if memchr::memchr(b'(', bytes).is_none() && memchr::memchr(b'.', bytes).is_none() {
@@ -283,11 +642,19 @@ fn code_execution_calls(view: &str, hits: &mut Hits) {
     for call in CALLS {
         if let Some(pos) = memchr::memmem::find(bytes, call.as_bytes()) {
             // A call with an argument, not prose like "the system (ours) ...".
-            let before_ok = pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_' || call.contains('.');
+            let before_ok = pos == 0
+                || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
+                || call.contains('.');
             let arg = &view[pos + call.len()..];
-            let no_argument_call = matches!(*call, "phpinfo(" | "phpversion(") && arg.starts_with(')');
+            let no_argument_call =
+                matches!(*call, "phpinfo(" | "phpversion(") && arg.starts_with(')');
             let code_tag = call.starts_with('<');
-            if before_ok && (arg.trim_start().starts_with(['\'', '"', '$', '`']) || call.contains('.') || no_argument_call) || code_tag {
+            if before_ok
+                && (arg.trim_start().starts_with(['\'', '"', '$', '`'])
+                    || call.contains('.')
+                    || no_argument_call)
+                || code_tag
+            {
                 hits.add(&rules::CMDI_CODE_EXEC, view, pos);
                 return;
             }

@@ -93,7 +93,9 @@ pub enum ConfigError {
     Paranoia(u8),
     #[error("threshold must be at least 1")]
     Threshold,
-    #[error("exclusion for parameter {parameter:?} names rule {rule}, which does not exist (rule ids are listed in the README)")]
+    #[error(
+        "exclusion for parameter {parameter:?} names rule {rule}, which does not exist (rule ids are listed in the README)"
+    )]
     UnknownRule { parameter: String, rule: u32 },
     #[error("an exclusion needs a parameter name (or \"*\")")]
     EmptyParameter,

@@ -88,7 +88,9 @@ fn url_decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
                 continue;
             }
             if matches!(input.get(i + 1), Some(b'u' | b'U')) {
-                let digits = (2..6).map(|k| hex_at(input, i + k)).collect::<Option<Vec<u8>>>();
+                let digits = (2..6)
+                    .map(|k| hex_at(input, i + k))
+                    .collect::<Option<Vec<u8>>>();
                 if let Some(d) = digits {
                     let unit = d.iter().fold(0u32, |acc, &x| acc << 4 | u32::from(x));
                     let c = char::from_u32(unit).unwrap_or(char::REPLACEMENT_CHARACTER);
@@ -146,7 +148,11 @@ pub fn lenient_utf8(bytes: &[u8]) -> String {
             }
             // An overlong lead byte before a plain ASCII byte (`%c0%2e`): lenient decoders
             // drop the lead and keep the character.
-            _ if matches!(b, 0xC0 | 0xC1) && bytes.get(i + 1).is_some_and(|c| c.is_ascii() && !c.is_ascii_alphanumeric()) => {
+            _ if matches!(b, 0xC0 | 0xC1)
+                && bytes
+                    .get(i + 1)
+                    .is_some_and(|c| c.is_ascii() && !c.is_ascii_alphanumeric()) =>
+            {
                 out.push(char::from(bytes[i + 1]));
                 i += 2;
             }
@@ -298,9 +304,14 @@ fn decode_script_escapes(text: &str) -> String {
                 _ => (None, 0),
             },
             Some(b'u') if rest.get(1) == Some(&b'{') => {
-                let digits = rest[2..].iter().take(6).take_while(|b| b.is_ascii_hexdigit()).count();
+                let digits = rest[2..]
+                    .iter()
+                    .take(6)
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
                 if digits > 0 && rest.get(2 + digits) == Some(&b'}') {
-                    let v = u32::from_str_radix(&text[at + 3..at + 3 + digits], 16).unwrap_or(0xFFFD);
+                    let v =
+                        u32::from_str_radix(&text[at + 3..at + 3 + digits], 16).unwrap_or(0xFFFD);
                     (char::from_u32(v), 3 + digits)
                 } else {
                     (None, 0)
@@ -315,25 +326,27 @@ fn decode_script_escapes(text: &str) -> String {
             },
             Some(b) if b.is_ascii_hexdigit() => {
                 // CSS escape: one to six hex digits and an optional space.
-                let digits = rest.iter().take(6).take_while(|b| b.is_ascii_hexdigit()).count();
+                let digits = rest
+                    .iter()
+                    .take(6)
+                    .take_while(|b| b.is_ascii_hexdigit())
+                    .count();
                 let v = u32::from_str_radix(&text[at + 1..at + 1 + digits], 16).unwrap_or(0xFFFD);
                 let space = usize::from(rest.get(digits) == Some(&b' '));
                 (char::from_u32(v), digits + space)
             }
             _ => (None, 0),
         };
-        match decoded {
-            Some(d) => {
-                // `\0` inside a word is used to split it (`scr\0ipt`); browsers drop it.
-                if d != '\0' {
-                    out.push(d);
-                }
-                for _ in 0..skip {
-                    chars.next();
-                }
+        // Without a decoded character the escape was unnecessary: JavaScript and CSS read
+        // `\a` as `a`, so only the backslash goes.
+        if let Some(d) = decoded {
+            // `\0` inside a word is used to split it (`scr\0ipt`); browsers drop it.
+            if d != '\0' {
+                out.push(d);
             }
-            // An unnecessary escape: JavaScript and CSS read `\a` as `a`.
-            None => {}
+            for _ in 0..skip {
+                chars.next();
+            }
         }
     }
     out
@@ -341,7 +354,17 @@ fn decode_script_escapes(text: &str) -> String {
 
 /// Characters Windows' best-fit mapping and some frameworks turn into path separators.
 fn is_separator_lookalike(c: char) -> bool {
-    matches!(c, '\\' | '\u{2215}' | '\u{2216}' | '\u{2044}' | '\u{29f5}' | '\u{29f8}' | '\u{29f9}' | '\u{fe68}' | '\u{ff3c}')
+    matches!(
+        c,
+        '\\' | '\u{2215}'
+            | '\u{2216}'
+            | '\u{2044}'
+            | '\u{29f5}'
+            | '\u{29f8}'
+            | '\u{29f9}'
+            | '\u{fe68}'
+            | '\u{ff3c}'
+    )
 }
 
 /// The view for file paths: backslashes and their look-alikes read as separators, as Windows
@@ -380,16 +403,26 @@ pub fn loose_path(path: &str) -> Option<String> {
             // An escape that did not decode: `%` and up to two following characters, or the
             // `%2%f` that half-decoded `%%32%%66` leaves.
             let alnum = |k: usize| bytes.get(k).is_some_and(u8::is_ascii_alphanumeric);
-            let skip = if matches!(bytes.get(i + 1), Some(b'u')) && (2..6).all(|k| hex_at(bytes, i + k).is_some()) {
+            let skip = if matches!(bytes.get(i + 1), Some(b'u'))
+                && (2..6).all(|k| hex_at(bytes, i + k).is_some())
+            {
                 5
             } else if alnum(i + 1) && bytes.get(i + 2) == Some(&b'%') && alnum(i + 3) {
                 3
             } else {
-                bytes[i + 1..].iter().take(2).take_while(|c| c.is_ascii_alphanumeric()).count()
+                bytes[i + 1..]
+                    .iter()
+                    .take(2)
+                    .take_while(|c| c.is_ascii_alphanumeric())
+                    .count()
             };
             separator(&mut out);
             i += 1 + skip;
-        } else if b == b'0' && bytes.get(i + 1) == Some(&b'x') && hex_at(bytes, i + 2).is_some() && hex_at(bytes, i + 3).is_some() {
+        } else if b == b'0'
+            && bytes.get(i + 1) == Some(&b'x')
+            && hex_at(bytes, i + 2).is_some()
+            && hex_at(bytes, i + 3).is_some()
+        {
             let value = hex_at(bytes, i + 2).unwrap_or(0) << 4 | hex_at(bytes, i + 3).unwrap_or(0);
             match value {
                 b'/' | b'\\' => separator(&mut out),
@@ -428,15 +461,19 @@ pub fn shell(base: &str) -> Cow<'_, str> {
         match b {
             b'\'' | b'"' | b'^' => i += 1,
             // Escape sequences written out in payloads (`;id\n`) mean the control character.
-            b'\\' if matches!(bytes.get(i + 1), Some(b'n' | b'r')) && !bytes.get(i + 2).is_some_and(u8::is_ascii_alphabetic) => {
+            b'\\'
+                if matches!(bytes.get(i + 1), Some(b'n' | b'r'))
+                    && !bytes.get(i + 2).is_some_and(u8::is_ascii_alphabetic) =>
+            {
                 out.push('\n');
                 i += 2;
             }
             // Inside a word a backslash escapes nothing and vanishes (`w\hoami`); before a path
             // component (`c:\users`) it is a separator and stays.
-            b'\\' if i > 0
-                && bytes[i - 1].is_ascii_alphanumeric()
-                && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) =>
+            b'\\'
+                if i > 0
+                    && bytes[i - 1].is_ascii_alphanumeric()
+                    && bytes.get(i + 1).is_some_and(|c| c.is_ascii_alphanumeric()) =>
             {
                 i += 1
             }

@@ -32,7 +32,9 @@ impl std::str::FromStr for Placement {
             "form" => Ok(Placement::Form),
             "json" => Ok(Placement::Json),
             "header" => Ok(Placement::Header),
-            other => Err(format!("unknown placement {other:?}: use query, form, json or header")),
+            other => Err(format!(
+                "unknown placement {other:?}: use query, form, json or header"
+            )),
         }
     }
 }
@@ -86,7 +88,9 @@ pub enum EvalError {
 }
 
 /// Reads a corpus: one JSON object per line with `label`, `family`, `src` and `payload`.
-pub fn read_corpus(reader: impl BufRead) -> Result<Vec<(String, String, String, String)>, EvalError> {
+pub fn read_corpus(
+    reader: impl BufRead,
+) -> Result<Vec<(String, String, String, String)>, EvalError> {
     let mut rows = Vec::new();
     for (i, line) in reader.lines().enumerate() {
         let line = line?;
@@ -134,7 +138,10 @@ pub fn decide(policy: &Policy, placement: Placement, payload: &str, report: &mut
         }
         Placement::Header => {
             // What a client can put in a header: no line breaks.
-            let value: String = payload.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+            let value: String = payload
+                .chars()
+                .filter(|c| *c != '\r' && *c != '\n')
+                .collect();
             policy.inspect_header("user-agent", &value, report);
         }
     }
@@ -163,7 +170,11 @@ pub fn evaluate_each(
     let started = Instant::now();
     for (label, family, src, payload) in rows {
         let blocked = decide(policy, placement, payload, &mut report);
-        each(&(label.clone(), family.clone(), src.clone(), payload.clone()), blocked, &report);
+        each(
+            &(label.clone(), family.clone(), src.clone(), payload.clone()),
+            blocked,
+            &report,
+        );
         let benign = label != "attack";
         let count = eval.sources.entry(src.clone()).or_default();
         count.total += 1;
@@ -188,18 +199,39 @@ impl Evaluation {
         let mut out = String::new();
         let _ = writeln!(out, "detection by family (attacks blocked / attacks)");
         for (family, c) in &self.families {
-            let _ = writeln!(out, "  {family:<12} {:>6.1}%  {:>6} / {:<6}", c.rate() * 100.0, c.flagged, c.total);
+            let _ = writeln!(
+                out,
+                "  {family:<12} {:>6.1}%  {:>6} / {:<6}",
+                c.rate() * 100.0,
+                c.flagged,
+                c.total
+            );
         }
-        let _ = writeln!(out, "false positives by benign source (benign blocked / benign)");
+        let _ = writeln!(
+            out,
+            "false positives by benign source (benign blocked / benign)"
+        );
         for (src, c) in &self.sources {
             if self.benign_sources.get(src) == Some(&true) {
-                let _ = writeln!(out, "  {src:<12} {:>6.2}%  {:>6} / {:<6}", c.rate() * 100.0, c.flagged, c.total);
+                let _ = writeln!(
+                    out,
+                    "  {src:<12} {:>6.2}%  {:>6} / {:<6}",
+                    c.rate() * 100.0,
+                    c.flagged,
+                    c.total
+                );
             }
         }
         let _ = writeln!(out, "detection by attack source");
         for (src, c) in &self.sources {
             if self.benign_sources.get(src) == Some(&false) {
-                let _ = writeln!(out, "  {src:<15} {:>6.1}%  {:>6} / {:<6}", c.rate() * 100.0, c.flagged, c.total);
+                let _ = writeln!(
+                    out,
+                    "  {src:<15} {:>6.1}%  {:>6} / {:<6}",
+                    c.rate() * 100.0,
+                    c.flagged,
+                    c.total
+                );
             }
         }
         let _ = writeln!(

@@ -269,7 +269,12 @@ impl Policy {
 
     /// A header, if this policy inspects it; cookies are split into their values.
     pub fn inspect_header(&self, name: &str, value: &str, report: &mut Report) {
-        if !self.config.headers.iter().any(|h| h.eq_ignore_ascii_case(name)) {
+        if !self
+            .config
+            .headers
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(name))
+        {
             return;
         }
         if name.eq_ignore_ascii_case("cookie") {
@@ -322,7 +327,11 @@ pub(crate) mod test_support {
         if !policy.blocks(&report) {
             return Vec::new();
         }
-        let mut f: Vec<_> = report.findings().iter().map(|f| f.family.as_str()).collect();
+        let mut f: Vec<_> = report
+            .findings()
+            .iter()
+            .map(|f| f.family.as_str())
+            .collect();
         f.dedup();
         f
     }

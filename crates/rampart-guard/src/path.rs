@@ -6,44 +6,184 @@ use crate::rules;
 
 /// Files and places whose name in a parameter only makes sense as an attempt to read them.
 const SENSITIVE_FILES: &[&str] = &[
-    "etc/passwd", "etc/shadow", "etc/group", "etc/hosts", "etc/issue", "etc/motd", "etc/sudoers",
-    "etc/crontab", "etc/fstab", "etc/profile", "etc/bashrc", "etc/resolv.conf", "etc/hostname",
-    "etc/mysql/", "etc/httpd/", "etc/apache", "etc/nginx/", "etc/php", "etc/ssh/", "etc/security/",
-    "etc/master.passwd", "etc/inetd.conf", "etc/syslog.conf", "etc/my.cnf", "etc/redis",
-    "etc/ld.so", "proc/self/", "proc/version", "proc/cmdline", "proc/mounts", "proc/net/",
-    "proc/sched_debug", "proc/cpuinfo", "proc/meminfo", "proc/1/", "var/log/", "var/mail/",
-    "var/spool/", "var/www/", "var/lib/mysql", "usr/local/apache", "usr/local/etc/",
-    "/root/", ".bash_history", ".bash_profile", ".bashrc", ".zsh_history", ".mysql_history",
-    ".ssh/", "id_rsa", "id_dsa", "id_ecdsa", "id_ed25519", "authorized_keys", "known_hosts",
-    ".htaccess", ".htpasswd", ".git/", ".svn/", ".env", ".aws/credentials", ".docker/config",
-    "boot.ini", "win.ini", "system.ini", "windows/system32", "windows/repair", "winnt/",
-    "repair/sam", "system32/config", "inetpub/", "autoexec.bat", "config.sys", "pagefile.sys",
-    "web.config", "web-inf/", "meta-inf/", "wp-config", "config.inc.php", "configuration.php",
-    "localsettings.php", "settings.php", "php.ini", "my.ini", "httpd.conf", "httpd.ini",
-    "apache2.conf", "nginx.conf", "applicationhost.config", "sam.log", "access.log",
-    "access_log", "error.log", "error_log", "desktop.ini", "/dev/null", "/dev/random",
-    "/dev/zero", "/dev/fd/", "/dev/stdin", "etc/init.d", "usr/local/lib/php", "phpinfo",
-    "install.php", "server-status", "sites-available", "sites-enabled", "lighttpd.conf",
-    "tomcat-users.xml", "server.xml", "catalina", "xampp/", "apache/logs", "apache/conf",
-    "program files", "documents and settings", "windows/win", "winnt/win", "system32/drivers",
-    "etc/shells", "etc/environment", "etc/sysconfig", "logs/access", "logs/error",
+    "etc/passwd",
+    "etc/shadow",
+    "etc/group",
+    "etc/hosts",
+    "etc/issue",
+    "etc/motd",
+    "etc/sudoers",
+    "etc/crontab",
+    "etc/fstab",
+    "etc/profile",
+    "etc/bashrc",
+    "etc/resolv.conf",
+    "etc/hostname",
+    "etc/mysql/",
+    "etc/httpd/",
+    "etc/apache",
+    "etc/nginx/",
+    "etc/php",
+    "etc/ssh/",
+    "etc/security/",
+    "etc/master.passwd",
+    "etc/inetd.conf",
+    "etc/syslog.conf",
+    "etc/my.cnf",
+    "etc/redis",
+    "etc/ld.so",
+    "proc/self/",
+    "proc/version",
+    "proc/cmdline",
+    "proc/mounts",
+    "proc/net/",
+    "proc/sched_debug",
+    "proc/cpuinfo",
+    "proc/meminfo",
+    "proc/1/",
+    "var/log/",
+    "var/mail/",
+    "var/spool/",
+    "var/www/",
+    "var/lib/mysql",
+    "usr/local/apache",
+    "usr/local/etc/",
+    "/root/",
+    ".bash_history",
+    ".bash_profile",
+    ".bashrc",
+    ".zsh_history",
+    ".mysql_history",
+    ".ssh/",
+    "id_rsa",
+    "id_dsa",
+    "id_ecdsa",
+    "id_ed25519",
+    "authorized_keys",
+    "known_hosts",
+    ".htaccess",
+    ".htpasswd",
+    ".git/",
+    ".svn/",
+    ".env",
+    ".aws/credentials",
+    ".docker/config",
+    "boot.ini",
+    "win.ini",
+    "system.ini",
+    "windows/system32",
+    "windows/repair",
+    "winnt/",
+    "repair/sam",
+    "system32/config",
+    "inetpub/",
+    "autoexec.bat",
+    "config.sys",
+    "pagefile.sys",
+    "web.config",
+    "web-inf/",
+    "meta-inf/",
+    "wp-config",
+    "config.inc.php",
+    "configuration.php",
+    "localsettings.php",
+    "settings.php",
+    "php.ini",
+    "my.ini",
+    "httpd.conf",
+    "httpd.ini",
+    "apache2.conf",
+    "nginx.conf",
+    "applicationhost.config",
+    "sam.log",
+    "access.log",
+    "access_log",
+    "error.log",
+    "error_log",
+    "desktop.ini",
+    "/dev/null",
+    "/dev/random",
+    "/dev/zero",
+    "/dev/fd/",
+    "/dev/stdin",
+    "etc/init.d",
+    "usr/local/lib/php",
+    "phpinfo",
+    "install.php",
+    "server-status",
+    "sites-available",
+    "sites-enabled",
+    "lighttpd.conf",
+    "tomcat-users.xml",
+    "server.xml",
+    "catalina",
+    "xampp/",
+    "apache/logs",
+    "apache/conf",
+    "program files",
+    "documents and settings",
+    "windows/win",
+    "winnt/win",
+    "system32/drivers",
+    "etc/shells",
+    "etc/environment",
+    "etc/sysconfig",
+    "logs/access",
+    "logs/error",
 ];
 
 /// Stream wrappers and schemes that make an include read or run something else.
 const WRAPPERS: &[&str] = &[
-    "php://", "file://", "expect://", "zip://", "phar://", "data://", "glob://", "zlib://",
-    "compress.zlib://", "compress.bzip2://", "ogg://", "rar://", "ssh2.", "jar:", "netdoc:",
-    "gopher://", "dict://", "ldap://", "tftp://",
+    "php://",
+    "file://",
+    "expect://",
+    "zip://",
+    "phar://",
+    "data://",
+    "glob://",
+    "zlib://",
+    "compress.zlib://",
+    "compress.bzip2://",
+    "ogg://",
+    "rar://",
+    "ssh2.",
+    "jar:",
+    "netdoc:",
+    "gopher://",
+    "dict://",
+    "ldap://",
+    "tftp://",
     // Pieces of PHP filter chains (`php://filter/convert.iconv.UTF8.CSISO2022KR|...`).
-    "convert.iconv.", "convert.base64-", "convert.quoted-printable", "string.rot13",
-    "zlib.deflate", "zlib.inflate", "/resource=",
+    "convert.iconv.",
+    "convert.base64-",
+    "convert.quoted-printable",
+    "string.rot13",
+    "zlib.deflate",
+    "zlib.inflate",
+    "/resource=",
 ];
 
 /// Absolute paths into system directories: a value that starts with one is a file name the
 /// application was never meant to open.
 const SYSTEM_ROOTS: &[&str] = &[
-    "/etc/", "/proc/", "/var/", "/usr/", "/sys/", "/root/", "/boot/", "/dev/", "/opt/", "/srv/",
-    "/private/", "/library/", "/system/", "/home/", "/tmp/", "/bin/", "/sbin/", "/lib/",
+    "/etc/",
+    "/proc/",
+    "/var/",
+    "/usr/",
+    "/sys/",
+    "/root/",
+    "/boot/",
+    "/dev/",
+    "/opt/",
+    "/srv/",
+    "/private/",
+    "/library/",
+    "/system/",
+    "/home/",
+    "/tmp/",
+    "/bin/",
+    "/sbin/",
+    "/lib/",
 ];
 
 /// `raw` is the value before the decoding pipeline: repeated decoding can also destroy a name
@@ -57,7 +197,9 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
     {
         hits.add(&rules::TRAVERSAL_DOTDOT, &loose, pos);
     }
-    let path_like = bytes.iter().any(|b| matches!(b, b'.' | b'/' | b':' | b'%' | b'?') || !b.is_ascii());
+    let path_like = bytes
+        .iter()
+        .any(|b| matches!(b, b'.' | b'/' | b':' | b'%' | b'?') || !b.is_ascii());
     if !path_like && memchr::memmem::find(bytes, b"0x").is_none() {
         return;
     }
@@ -83,8 +225,9 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
         }
     }
     let trimmed = view.trim_start_matches(['"', '\'', ' ']);
-    if SYSTEM_ROOTS.iter().any(|root| trimmed.starts_with(root) || trimmed.strip_prefix(root.trim_end_matches('/')) == Some(""))
-        || windows_drive_path(trimmed)
+    if SYSTEM_ROOTS.iter().any(|root| {
+        trimmed.starts_with(root) || trimmed.strip_prefix(root.trim_end_matches('/')) == Some("")
+    }) || windows_drive_path(trimmed)
     {
         hits.add(&rules::LFI_OS_FILE, view, 0);
     }
@@ -92,7 +235,19 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
         hits.add(&rules::LFI_NULL_BYTE, view, 0);
     }
     // Absolute paths into system directories and drive roots: weak alone.
-    for dir in ["/etc/", "/proc/", "/var/", "/usr/", "/sys/", "/dev/", "/tmp/", "/opt/", "c:/", "/windows/", "/winnt/"] {
+    for dir in [
+        "/etc/",
+        "/proc/",
+        "/var/",
+        "/usr/",
+        "/sys/",
+        "/dev/",
+        "/tmp/",
+        "/opt/",
+        "c:/",
+        "/windows/",
+        "/winnt/",
+    ] {
         if let Some(pos) = memchr::memmem::find(bytes, dir.as_bytes())
             && (pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/'))
         {
@@ -105,7 +260,11 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
 /// `c:/windows/...`, `d:/inetpub`: a drive root and a directory name.
 fn windows_drive_path(value: &str) -> bool {
     let b = value.as_bytes();
-    b.len() > 4 && b[0].is_ascii_alphabetic() && b[1] == b':' && b[2] == b'/' && b[3].is_ascii_alphanumeric()
+    b.len() > 4
+        && b[0].is_ascii_alphabetic()
+        && b[1] == b':'
+        && b[2] == b'/'
+        && b[3].is_ascii_alphanumeric()
 }
 
 fn sensitive_file(bytes: &[u8]) -> Option<usize> {
@@ -115,7 +274,11 @@ fn sensitive_file(bytes: &[u8]) -> Option<usize> {
             // `/proc/` where any file is sensitive.
             let end = pos + file.len();
             let boundary_after = file.ends_with('/')
-                || bytes.get(end).is_none_or(|b| !b.is_ascii_alphanumeric() || file.starts_with("etc/") || file.starts_with("proc/"));
+                || bytes.get(end).is_none_or(|b| {
+                    !b.is_ascii_alphanumeric()
+                        || file.starts_with("etc/")
+                        || file.starts_with("proc/")
+                });
             if boundary_after {
                 return Some(pos);
             }
@@ -135,14 +298,23 @@ fn traversal(bytes: &[u8]) -> Option<usize> {
             end += 1;
         }
         from = end;
-        let starts_segment = at == 0 || matches!(bytes[at - 1], b'/' | b'=' | b':' | b'\'' | b'"') || bytes[at - 1] < 0x20;
+        let starts_segment = at == 0
+            || matches!(bytes[at - 1], b'/' | b'=' | b':' | b'\'' | b'"')
+            || bytes[at - 1] < 0x20;
         let mut after = end;
-        while after < bytes.len() && (bytes[after] < 0x20 || matches!(bytes[after], b';' | b'?' | b'\xef' | b'\xbf' | b'\xbd')) && after - end < 6 {
+        while after < bytes.len()
+            && (bytes[after] < 0x20
+                || matches!(bytes[after], b';' | b'?' | b'\xef' | b'\xbf' | b'\xbd'))
+            && after - end < 6
+        {
             after += 1;
         }
         let ends_segment = bytes.get(after) == Some(&b'/');
         let trailing = after == bytes.len() && end == at + 2 && at > 0 && bytes[at - 1] == b'/';
-        if (starts_segment && ends_segment) || trailing || (ends_segment && bytes.get(after + 1) == Some(&b'.')) {
+        if (starts_segment && ends_segment)
+            || trailing
+            || (ends_segment && bytes.get(after + 1) == Some(&b'.'))
+        {
             return Some(at);
         }
     }

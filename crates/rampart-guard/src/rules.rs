@@ -92,6 +92,8 @@ rules! {
     XSS_STYLE_SCRIPT = 3104, "xss-style-script", Xss, 5, 1;
     XSS_ATTRIBUTE_BREAKOUT = 3105, "xss-attribute-breakout", Xss, 5, 1;
     XSS_JS_SINK = 3106, "xss-javascript-sink", Xss, 3, 1;
+    XSS_JS_CALL = 3107, "xss-javascript-probe-call", Xss, 5, 1;
+    XSS_RAWTEXT_BREAKOUT = 3108, "xss-raw-text-breakout", Xss, 5, 1;
     XSS_HTML_TAG = 3201, "xss-html-tag", Xss, 3, 2;
     XSS_HTML_COMMENT = 3202, "xss-html-comment-or-cdata", Xss, 3, 2;
 
@@ -132,7 +134,12 @@ mod tests {
     #[test]
     fn ids_are_unique_and_sorted_and_levels_valid() {
         for pair in ALL.windows(2) {
-            assert!(pair[0].id < pair[1].id, "{} before {}", pair[0].id, pair[1].id);
+            assert!(
+                pair[0].id < pair[1].id,
+                "{} before {}",
+                pair[0].id,
+                pair[1].id
+            );
         }
         for r in ALL {
             assert!((1..=4).contains(&r.paranoia), "{}", r.name);

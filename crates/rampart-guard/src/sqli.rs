@@ -13,7 +13,9 @@ const MAX_TOKENS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Str { closed: bool },
+    Str {
+        closed: bool,
+    },
     Num,
     Word(Kw),
     Func(Kw),
@@ -126,35 +128,76 @@ fn keyword(word: &str) -> Kw {
         "as" => Kw::As,
         "join" => Kw::Join,
         "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate" | "declare"
-        | "shutdown" | "grant" | "revoke" | "replace" | "rename" | "handler" | "call"
-        | "load" | "set" | "begin" | "commit" | "rollback" | "use" | "show" | "describe"
-        | "merge" | "backup" | "restore" | "kill" | "reconfigure" => Kw::Statement,
+        | "shutdown" | "grant" | "revoke" | "replace" | "rename" | "handler" | "call" | "load"
+        | "set" | "begin" | "commit" | "rollback" | "use" | "show" | "describe" | "merge"
+        | "backup" | "restore" | "kill" | "reconfigure" => Kw::Statement,
         "exec" | "execute" => Kw::Exec,
         "waitfor" => Kw::Waitfor,
         "delay" | "time" => Kw::Delay,
-        "sleep" | "benchmark" | "pg_sleep" | "pg_read_file" | "pg_ls_dir" | "load_file"
-        | "extractvalue" | "updatexml" | "xp_cmdshell" | "xp_dirtree" | "xp_regread"
-        | "sys_eval" | "sys_exec" | "randomblob" | "name_const" | "geometrycollection"
-        | "multipoint" | "polygon" | "linestring" | "multilinestring" | "multipolygon"
-        | "exp" | "utl_http.request" | "utl_inaddr.get_host_address"
-        | "dbms_pipe.receive_message" | "dbms_lock.sleep" | "ctxsys.drithsx.sn"
-        | "dbms_xmlgen.getxml" | "lo_import" | "lo_export" | "openrowset" | "opendatasource" => {
-            Kw::DangerousFn
-        }
+        "sleep"
+        | "benchmark"
+        | "pg_sleep"
+        | "pg_read_file"
+        | "pg_ls_dir"
+        | "load_file"
+        | "extractvalue"
+        | "updatexml"
+        | "xp_cmdshell"
+        | "xp_dirtree"
+        | "xp_regread"
+        | "sys_eval"
+        | "sys_exec"
+        | "randomblob"
+        | "name_const"
+        | "geometrycollection"
+        | "multipoint"
+        | "polygon"
+        | "linestring"
+        | "multilinestring"
+        | "multipolygon"
+        | "exp"
+        | "utl_http.request"
+        | "utl_inaddr.get_host_address"
+        | "dbms_pipe.receive_message"
+        | "dbms_lock.sleep"
+        | "ctxsys.drithsx.sn"
+        | "dbms_xmlgen.getxml"
+        | "lo_import"
+        | "lo_export"
+        | "openrowset"
+        | "opendatasource" => Kw::DangerousFn,
         "ascii" | "substring" | "substr" | "mid" | "length" | "len" | "ord" | "if" | "iif"
         | "ifnull" | "isnull" | "nullif" | "coalesce" | "count" | "cast" | "convert"
         | "version" | "database" | "user" | "current_user" | "system_user" | "session_user"
         | "schema" | "db_name" | "user_name" | "hex" | "unhex" | "md5" | "sha1" | "left"
         | "right" | "instr" | "locate" | "position" | "elt" | "make_set" | "floor" | "rand"
         | "row" | "concat" | "concat_ws" | "group_concat" | "string_agg" | "listagg"
-        | "is_srvrolemember" | "has_dbaccess" | "bin" | "char_length" | "reverse"
-        | "strcmp" | "lower" | "upper" | "trim" | "now" | "rownum" | "unicode" => Kw::ProbeFn,
+        | "is_srvrolemember" | "has_dbaccess" | "bin" | "char_length" | "reverse" | "strcmp"
+        | "lower" | "upper" | "trim" | "now" | "rownum" | "unicode" => Kw::ProbeFn,
         "char" | "chr" | "nchar" => Kw::CharFn,
-        "information_schema" | "sysobjects" | "syscolumns" | "sysdatabases" | "sysusers"
-        | "pg_catalog" | "pg_shadow" | "pg_user" | "sqlite_master" | "sqlite_schema"
-        | "all_tables" | "user_tables" | "all_users" | "dba_users" | "msysobjects"
-        | "msysaccessobjects" | "mysql.user" | "master..sysdatabases" | "sys.tables"
-        | "sys.objects" | "sys.databases" | "sys.sql_logins" | "dual" => Kw::Schema,
+        "information_schema"
+        | "sysobjects"
+        | "syscolumns"
+        | "sysdatabases"
+        | "sysusers"
+        | "pg_catalog"
+        | "pg_shadow"
+        | "pg_user"
+        | "sqlite_master"
+        | "sqlite_schema"
+        | "all_tables"
+        | "user_tables"
+        | "all_users"
+        | "dba_users"
+        | "msysobjects"
+        | "msysaccessobjects"
+        | "mysql.user"
+        | "master..sysdatabases"
+        | "sys.tables"
+        | "sys.objects"
+        | "sys.databases"
+        | "sys.sql_logins"
+        | "dual" => Kw::Schema,
         _ if word.starts_with("information_schema.")
             || word.starts_with("xp_")
             || word.starts_with("sp_")
@@ -257,7 +300,8 @@ impl<'a> Lexer<'a> {
             b'@' => {
                 self.pos += 1;
                 while self.pos < s.len()
-                    && (s[self.pos].is_ascii_alphanumeric() || matches!(s[self.pos], b'_' | b'@' | b'.' | b'$'))
+                    && (s[self.pos].is_ascii_alphanumeric()
+                        || matches!(s[self.pos], b'_' | b'@' | b'.' | b'$'))
                 {
                     self.pos += 1;
                 }
@@ -265,18 +309,19 @@ impl<'a> Lexer<'a> {
             }
             b'a'..=b'z' | b'_' | b'$' => {
                 // N'..', X'..', B'..', Q'..' string prefixes.
-                if matches!(b, b'n' | b'x' | b'b' | b'q' | b'e') && s.get(start + 1) == Some(&b'\'') {
+                if matches!(b, b'n' | b'x' | b'b' | b'q' | b'e') && s.get(start + 1) == Some(&b'\'')
+                {
                     self.pos += 1;
                     let closed = self.skip_string(b'\'');
-                    return Some(Token { kind: Kind::Str { closed }, start, end: self.pos });
+                    return Some(Token {
+                        kind: Kind::Str { closed },
+                        start,
+                        end: self.pos,
+                    });
                 }
                 self.skip_word();
                 let word = std::str::from_utf8(&s[start..self.pos]).unwrap_or("");
                 let kw = keyword(word);
-                let kw = match kw {
-                    Kw::Or if word == "xor" => Kw::Or,
-                    other => other,
-                };
                 if matches!(kw, Kw::And | Kw::Or) {
                     Kind::Logic
                 } else if self.followed_by_paren() {
@@ -334,7 +379,11 @@ impl<'a> Lexer<'a> {
                 Kind::Other
             }
         };
-        Some(Token { kind, start, end: self.pos })
+        Some(Token {
+            kind,
+            start,
+            end: self.pos,
+        })
     }
 
     /// Skips a quoted string from its opening quote; doubled quotes and backslashes escape.
@@ -378,7 +427,11 @@ impl<'a> Lexer<'a> {
         while self.pos < s.len() && (s[self.pos].is_ascii_digit() || s[self.pos] == b'.') {
             self.pos += 1;
         }
-        if self.pos < s.len() && s[self.pos] == b'e' && s.get(self.pos + 1).is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+') {
+        if self.pos < s.len()
+            && s[self.pos] == b'e'
+            && s.get(self.pos + 1)
+                .is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+')
+        {
             self.pos += 2;
             while self.pos < s.len() && s[self.pos].is_ascii_digit() {
                 self.pos += 1;
@@ -392,7 +445,10 @@ impl<'a> Lexer<'a> {
             let c = s[self.pos];
             if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' {
                 self.pos += 1;
-            } else if c == b'.' && s.get(self.pos + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_' || *n == b'.') {
+            } else if c == b'.'
+                && s.get(self.pos + 1)
+                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_' || *n == b'.')
+            {
                 // Qualified names (`information_schema.tables`, `master..sysdatabases`).
                 self.pos += 1;
             } else {
@@ -442,7 +498,10 @@ enum Context {
 pub fn scan(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
     // Nothing SQL can be said without a space, an operator, a quote or a parenthesis.
-    if bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-')) {
+    if bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
+    {
         return;
     }
     // `1+union+select+1`: a form-encoded space that reached us undecoded.
@@ -467,7 +526,10 @@ fn scan_text(view: &str, hits: &mut Hits) {
 
 /// Tokens with comments removed, for matching sequences that comments only pad.
 fn without_comments(tokens: &[Token]) -> impl Iterator<Item = (usize, &Token)> {
-    tokens.iter().enumerate().filter(|(_, t)| t.kind != Kind::Comment)
+    tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind != Kind::Comment)
 }
 
 fn is_literal(kind: Kind) -> bool {
@@ -498,14 +560,15 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                 while matches!(at(j), Some(Kind::Word(Kw::All | Kw::Distinct))) {
                     j += 1;
                 }
-                if matches!(at(j), Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select) | Kind::LParen)) {
+                if matches!(
+                    at(j),
+                    Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select) | Kind::LParen)
+                ) {
                     hit(hits, &rules::SQLI_UNION, i);
                 }
             }
-            Kind::Semi => {
-                if stacked_statement(view, &t, &pos, i + 1) {
-                    hit(hits, &rules::SQLI_STACKED, i);
-                }
+            Kind::Semi if stacked_statement(view, &t, &pos, i + 1) => {
+                hit(hits, &rules::SQLI_STACKED, i)
             }
             Kind::Func(Kw::DangerousFn) => hit(hits, &rules::SQLI_DANGEROUS_FN, i),
             Kind::Word(Kw::DangerousFn) if view[pos[i]..].starts_with("xp_cmdshell") => {
@@ -519,10 +582,17 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
             }
             Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema) => hit(hits, &rules::SQLI_SCHEMA, i),
             Kind::Var if view[pos[i]..].starts_with("@@") => hit(hits, &rules::SQLI_SCHEMA, i),
-            Kind::Word(Kw::Exec) if matches!(at(i + 1), Some(Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema))) => {
+            Kind::Word(Kw::Exec)
+                if matches!(
+                    at(i + 1),
+                    Some(Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema))
+                ) =>
+            {
                 hit(hits, &rules::SQLI_PROC, i)
             }
-            Kind::Func(Kw::Exec) if matches!(at(i + 2), Some(Kind::Var | Kind::Str { .. })) => hit(hits, &rules::SQLI_PROC, i),
+            Kind::Func(Kw::Exec) if matches!(at(i + 2), Some(Kind::Var | Kind::Str { .. })) => {
+                hit(hits, &rules::SQLI_PROC, i)
+            }
             Kind::Func(Kw::CharFn) => {
                 // char(..)+char(..) or char(..)||char(..): a string built from codes.
                 if let Some(close) = (i + 1..t.len()).find(|&j| t[j] == Kind::RParen)
@@ -532,30 +602,40 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                     hit(hits, &rules::SQLI_CHAR_CONCAT, i);
                 }
             }
-            Kind::Word(Kw::Select) | Kind::Func(Kw::Select) => {
-                if select_is_sql(&t, i) {
-                    hit(hits, &rules::SQLI_SELECT, i);
-                }
+            Kind::Word(Kw::Select) | Kind::Func(Kw::Select) if select_is_sql(&t, i) => {
+                hit(hits, &rules::SQLI_SELECT, i)
             }
-            Kind::Word(Kw::Statement) => {
-                if data_statement(view, &t, &pos, i) {
-                    hit(hits, &rules::SQLI_STATEMENT, i);
-                }
+            Kind::Word(Kw::Statement) if data_statement(view, &t, &pos, i) => {
+                hit(hits, &rules::SQLI_STATEMENT, i)
             }
-            Kind::Logic => {
-                // `and ascii(substring(...))`, `or (select ...)`
-                if matches!(at(i + 1), Some(Kind::Func(Kw::ProbeFn | Kw::CharFn | Kw::DangerousFn)))
-                    || matches!(at(i + 1), Some(Kind::LParen)) && matches!(at(i + 2), Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select)))
-                {
-                    hit(hits, &rules::SQLI_BOOLEAN_FN, i);
-                }
+            // `and ascii(substring(...))`, `or (select ...)`
+            Kind::Logic
+                if matches!(
+                    at(i + 1),
+                    Some(Kind::Func(Kw::ProbeFn | Kw::CharFn | Kw::DangerousFn))
+                ) || matches!(at(i + 1), Some(Kind::LParen))
+                    && matches!(
+                        at(i + 2),
+                        Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
+                    ) =>
+            {
+                hit(hits, &rules::SQLI_BOOLEAN_FN, i)
             }
             _ => {}
         }
         if matches!(
             t[i],
-            Kind::Word(Kw::Union | Kw::Select | Kw::From | Kw::Where | Kw::Having | Kw::Into | Kw::Statement | Kw::Exec | Kw::Null)
-                | Kind::Func(_)
+            Kind::Word(
+                Kw::Union
+                    | Kw::Select
+                    | Kw::From
+                    | Kw::Where
+                    | Kw::Having
+                    | Kw::Into
+                    | Kw::Statement
+                    | Kw::Exec
+                    | Kw::Null
+            ) | Kind::Func(_)
                 | Kind::Logic
         ) {
             keyword_count += 1;
@@ -572,7 +652,12 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
             // A value that starts with an operator or clause continues one the application
             // already has (`id=1` + ` AND 1=1--`).
             if at(0).is_some_and(|first| is_binary_operator(first) && first != Kind::Sign)
-                || matches!(at(0), Some(Kind::Word(Kw::Order | Kw::Group | Kw::Having | Kw::Where | Kw::Limit)))
+                || matches!(
+                    at(0),
+                    Some(Kind::Word(
+                        Kw::Order | Kw::Group | Kw::Having | Kw::Where | Kw::Limit
+                    ))
+                )
             {
                 0
             } else {
@@ -597,16 +682,27 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
         }
     };
     // A continuation (no prefix at all) is judged like a number: the application's value.
-    let numeric_prefix = context == Context::Bare && (k == 0 || matches!(at(k - 1), Some(Kind::Num | Kind::Var | Kind::RParen)) || at(k.saturating_sub(2)) == Some(Kind::Word(Kw::As)));
+    let numeric_prefix = context == Context::Bare
+        && (k == 0
+            || matches!(at(k - 1), Some(Kind::Num | Kind::Var | Kind::RParen))
+            || at(k.saturating_sub(2)) == Some(Kind::Word(Kw::As)));
     while at(k) == Some(Kind::RParen) {
         k += 1;
     }
-    let breakout = if context == Context::Quoted { 0 } else { k.saturating_sub(1) };
+    let breakout = if context == Context::Quoted {
+        0
+    } else {
+        k.saturating_sub(1)
+    };
     // Whether a comment follows the last non-comment token: the rest of the query is cut.
-    let ends_in_comment = tokens.last().is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk));
+    let ends_in_comment = tokens
+        .last()
+        .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk));
 
     if context == Context::Quoted {
-        let first_raw = tokens.iter().position(|tk| tk.kind != Kind::RParen && tk.kind != Kind::Semi);
+        let first_raw = tokens
+            .iter()
+            .position(|tk| tk.kind != Kind::RParen && tk.kind != Kind::Semi);
         if let Some(first) = first_raw
             && tokens[first].kind == Kind::Comment
             && comment_is_terminator(view, &tokens[first])
@@ -618,20 +714,51 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
     match at(k) {
         Some(Kind::Word(Kw::Order | Kw::Group)) if context == Context::Quoted || numeric_prefix => {
             // `' order by 3--`, `1 group by 2`
-            let column = matches!(at(k + 2), Some(Kind::Num | Kind::Word(Kw::Ident) | Kind::Func(_)));
-            let after = if matches!(at(k + 2), Some(Kind::Func(_))) { skip_parens(&t, k + 3) } else { k + 3 };
-            let end = matches!(at(after), None | Some(Kind::Comma | Kind::Semi | Kind::RParen | Kind::Str { closed: false } | Kind::Word(Kw::Ident | Kw::Limit | Kw::Having | Kw::Union | Kw::Procedure)));
-            if at(k + 1) == Some(Kind::Word(Kw::By)) && column && end && (context == Context::Quoted || ends_in_comment || at(k + 2) == Some(Kind::Num)) {
+            let column = matches!(
+                at(k + 2),
+                Some(Kind::Num | Kind::Word(Kw::Ident) | Kind::Func(_))
+            );
+            let after = if matches!(at(k + 2), Some(Kind::Func(_))) {
+                skip_parens(&t, k + 3)
+            } else {
+                k + 3
+            };
+            let end = matches!(
+                at(after),
+                None | Some(
+                    Kind::Comma
+                        | Kind::Semi
+                        | Kind::RParen
+                        | Kind::Str { closed: false }
+                        | Kind::Word(
+                            Kw::Ident | Kw::Limit | Kw::Having | Kw::Union | Kw::Procedure
+                        )
+                )
+            );
+            if at(k + 1) == Some(Kind::Word(Kw::By))
+                && column
+                && end
+                && (context == Context::Quoted || ends_in_comment || at(k + 2) == Some(Kind::Num))
+            {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Word(Kw::Where | Kw::Having)) if context == Context::Quoted || numeric_prefix => {
-            if let Some(tail) = expression(&t, k) && tail.comparison {
+        Some(Kind::Word(Kw::Where | Kw::Having))
+            if context == Context::Quoted || numeric_prefix =>
+        {
+            if let Some(tail) = expression(&t, k)
+                && tail.comparison
+            {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Word(Kw::Limit)) if (context == Context::Quoted || numeric_prefix) && at(k + 1) == Some(Kind::Num) => {
-            if matches!(at(k + 2), None | Some(Kind::Comma | Kind::Word(Kw::Offset) | Kind::Str { closed: false })) {
+        Some(Kind::Word(Kw::Limit))
+            if (context == Context::Quoted || numeric_prefix) && at(k + 1) == Some(Kind::Num) =>
+        {
+            if matches!(
+                at(k + 2),
+                None | Some(Kind::Comma | Kind::Word(Kw::Offset) | Kind::Str { closed: false })
+            ) {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
@@ -640,14 +767,18 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Comma) if context == Context::Quoted => {
-            // `',NULL,NULL) waitfor ...`, `', 'x') union ...`: closing an argument list.
-            if at(k + 1).is_some_and(is_literal) && t.iter().skip(k).any(|&x| x == Kind::RParen) {
-                hit(hits, &rules::SQLI_BREAKOUT_OPERATOR, breakout);
-            }
+        // `',NULL,NULL) waitfor ...`, `', 'x') union ...`: closing an argument list.
+        Some(Kind::Comma)
+            if context == Context::Quoted
+                && at(k + 1).is_some_and(is_literal)
+                && t.iter().skip(k).any(|&x| x == Kind::RParen) =>
+        {
+            hit(hits, &rules::SQLI_BREAKOUT_OPERATOR, breakout);
         }
         Some(first) if is_binary_operator(first) => {
-            let Some(tail) = expression(&t, k) else { return };
+            let Some(tail) = expression(&t, k) else {
+                return;
+            };
             let terminated = ends_in_comment && tail.end == t.len();
             let logic = first == Kind::Logic;
             match context {
@@ -666,10 +797,19 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                         hit(hits, &rules::SQLI_BREAKOUT_OPERATOR, breakout);
                     }
                 }
-                Context::Bare if tail.logic && (tail.comparison && (numeric_prefix || terminated || tail.literal_comparison) || tail.call || tail.subquery || terminated && numeric_prefix) => {
+                Context::Bare
+                    if tail.logic
+                        && (tail.comparison
+                            && (numeric_prefix || terminated || tail.literal_comparison)
+                            || tail.call
+                            || tail.subquery
+                            || terminated && numeric_prefix) =>
+                {
                     hit(hits, &rules::SQLI_TAUTOLOGY, k)
                 }
-                Context::Bare if tail.logic && numeric_prefix => hit(hits, &rules::SQLI_NUMERIC_LOGIC, k),
+                Context::Bare if tail.logic && numeric_prefix => {
+                    hit(hits, &rules::SQLI_NUMERIC_LOGIC, k)
+                }
                 Context::Bare => {}
             }
         }
@@ -678,7 +818,14 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
 }
 
 fn is_binary_operator(kind: Kind) -> bool {
-    matches!(kind, Kind::Logic | Kind::Cmp | Kind::Op | Kind::Sign | Kind::Word(Kw::Like | Kw::Between | Kw::Is | Kw::In))
+    matches!(
+        kind,
+        Kind::Logic
+            | Kind::Cmp
+            | Kind::Op
+            | Kind::Sign
+            | Kind::Word(Kw::Like | Kw::Between | Kw::Is | Kw::In)
+    )
 }
 
 /// What a breakout's tail does, once it parses as `op operand (op operand)*`.
@@ -738,7 +885,13 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                 j += 1;
             }
             Some(Kind::Op | Kind::Sign | Kind::Word(Kw::Where | Kw::Having)) => j += 1,
-            Some(Kind::Semi | Kind::RParen | Kind::Word(Kw::Order | Kw::Group | Kw::Limit | Kw::Union | Kw::Into | Kw::Procedure)) if j > k => break,
+            Some(
+                Kind::Semi
+                | Kind::RParen
+                | Kind::Word(
+                    Kw::Order | Kw::Group | Kw::Limit | Kw::Union | Kw::Into | Kw::Procedure,
+                ),
+            ) if j > k => break,
             _ => return None,
         }
         while matches!(t.get(j), Some(Kind::Word(Kw::Not) | Kind::Sign)) {
@@ -759,14 +912,27 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                 j += 1;
             }
             Kind::Str { closed: true }
-            | Kind::Word(Kw::Ident | Kw::Null | Kw::Bool | Kw::Schema | Kw::ProbeFn | Kw::CharFn | Kw::DangerousFn) => {
+            | Kind::Word(
+                Kw::Ident
+                | Kw::Null
+                | Kw::Bool
+                | Kw::Schema
+                | Kw::ProbeFn
+                | Kw::CharFn
+                | Kw::DangerousFn,
+            ) => {
                 j += 1;
                 while t.get(j) == Some(&Kind::Dot) && matches!(t.get(j + 1), Some(Kind::Word(_))) {
                     j += 2;
                 }
             }
             Kind::Func(_) | Kind::LParen => {
-                if operand == Kind::LParen && matches!(t.get(j + 1), Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))) {
+                if operand == Kind::LParen
+                    && matches!(
+                        t.get(j + 1),
+                        Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
+                    )
+                {
                     tail.subquery = true;
                 }
                 tail.call |= matches!(operand, Kind::Func(_));
@@ -819,10 +985,13 @@ fn comment_is_terminator(view: &str, token: &Token) -> bool {
         return true;
     }
     if text.starts_with(b"--") {
-        return text.get(2).is_none_or(|b| is_space(*b) || matches!(b, b'-' | b'#' | b'\''));
+        return text
+            .get(2)
+            .is_none_or(|b| is_space(*b) || matches!(b, b'-' | b'#' | b'\''));
     }
     // `#` comments in MySQL only; prose uses `#` too, so only a `#` that ends the line counts.
-    text.get(1).is_none_or(|b| matches!(b, b'\n' | b'\r' | b'#' | b'-'))
+    text.get(1)
+        .is_none_or(|b| matches!(b, b'\n' | b'\r' | b'#' | b'-'))
 }
 
 /// `select` followed by what only a query has: a function, a number, `*`, a variable, a
@@ -836,11 +1005,23 @@ fn select_is_sql(t: &[Kind], i: usize) -> bool {
         j += 2;
     }
     match t.get(j) {
-        Some(Kind::Func(_) | Kind::Num | Kind::Var | Kind::LParen | Kind::Word(Kw::Null | Kw::Schema | Kw::Case)) => true,
-        Some(Kind::Str { .. }) => matches!(t.get(j + 1), Some(Kind::Comma | Kind::Logic | Kind::Word(Kw::From | Kw::Union | Kw::Into))),
+        Some(
+            Kind::Func(_)
+            | Kind::Num
+            | Kind::Var
+            | Kind::LParen
+            | Kind::Word(Kw::Null | Kw::Schema | Kw::Case),
+        ) => true,
+        Some(Kind::Str { .. }) => matches!(
+            t.get(j + 1),
+            Some(Kind::Comma | Kind::Logic | Kind::Word(Kw::From | Kw::Union | Kw::Into))
+        ),
         // `select *`, `select -1`
         Some(Kind::Op) => true,
-        Some(Kind::Sign) => matches!(t.get(j + 1), Some(Kind::Num | Kind::Str { .. } | Kind::Func(_) | Kind::LParen)),
+        Some(Kind::Sign) => matches!(
+            t.get(j + 1),
+            Some(Kind::Num | Kind::Str { .. } | Kind::Func(_) | Kind::LParen)
+        ),
         Some(Kind::Word(_)) => {
             // A column list: names separated by commas, then `from` and a table name.
             let mut k = j + 1;
@@ -857,7 +1038,13 @@ fn select_is_sql(t: &[Kind], i: usize) -> bool {
                 && (items > 1
                     || matches!(
                         t.get(k + 2),
-                        None | Some(Kind::Word(Kw::Limit | Kw::Order | Kw::Group | Kw::Union) | Kind::Semi | Kind::RParen | Kind::Dot | Kind::Logic)
+                        None | Some(
+                            Kind::Word(Kw::Limit | Kw::Order | Kw::Group | Kw::Union)
+                                | Kind::Semi
+                                | Kind::RParen
+                                | Kind::Dot
+                                | Kind::Logic
+                        )
                     )
                     || t.get(k + 2) == Some(&Kind::Word(Kw::Where)) && t.get(k + 3).is_some())
         }
@@ -872,16 +1059,25 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
     match kind {
         Kind::Word(Kw::Select) | Kind::Func(Kw::Select) => select_is_sql(t, i),
         Kind::Word(Kw::Exec) | Kind::Func(Kw::Exec) => {
-            matches!(t.get(i + 1), Some(Kind::Word(Kw::Schema) | Kind::Func(_) | Kind::Var | Kind::LParen))
-                || kind == Kind::Func(Kw::Exec)
+            matches!(
+                t.get(i + 1),
+                Some(Kind::Word(Kw::Schema) | Kind::Func(_) | Kind::Var | Kind::LParen)
+            ) || kind == Kind::Func(Kw::Exec)
         }
         Kind::Word(Kw::Waitfor) => t.get(i + 1) == Some(&Kind::Word(Kw::Delay)),
         Kind::Word(Kw::Statement) => {
             if word.starts_with("declare") || word.starts_with("set") {
-                t.get(i + 1) == Some(&Kind::Var) || matches!(t.get(i + 1), Some(Kind::Word(_))) && t.get(i + 2) == Some(&Kind::Cmp)
-            } else if word.starts_with("shutdown") || word.starts_with("commit") || word.starts_with("rollback") {
-                matches!(t.get(i + 1), None | Some(Kind::Semi | Kind::Word(Kw::Ident)))
-                    && t.get(i + 2).is_none()
+                t.get(i + 1) == Some(&Kind::Var)
+                    || matches!(t.get(i + 1), Some(Kind::Word(_)))
+                        && t.get(i + 2) == Some(&Kind::Cmp)
+            } else if word.starts_with("shutdown")
+                || word.starts_with("commit")
+                || word.starts_with("rollback")
+            {
+                matches!(
+                    t.get(i + 1),
+                    None | Some(Kind::Semi | Kind::Word(Kw::Ident))
+                ) && t.get(i + 2).is_none()
             } else if word.starts_with("begin") {
                 matches!(t.get(i + 1), Some(Kind::Word(Kw::Statement)))
             } else {
@@ -900,18 +1096,40 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
     if word.starts_with("insert") {
         next == Some(&Kind::Word(Kw::Into)) && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
     } else if word.starts_with("update") {
-        matches!(next, Some(Kind::Word(_))) && after == Some(&Kind::Word(Kw::Statement)) && t.get(i + 3).is_some()
+        matches!(next, Some(Kind::Word(_)))
+            && after == Some(&Kind::Word(Kw::Statement))
+            && t.get(i + 3).is_some()
             && view[pos[i + 2]..].starts_with("set")
     } else if word.starts_with("delete") {
-        next == Some(&Kind::Word(Kw::From)) && matches!(after, Some(Kind::Word(_)))
-            && matches!(t.get(i + 3), None | Some(Kind::Word(Kw::Where) | Kind::Semi))
-    } else if word.starts_with("drop") || word.starts_with("truncate") || word.starts_with("alter") || word.starts_with("create") {
-        matches!(next, Some(Kind::Word(_))) && {
-            let object = &view[pos[i + 1]..];
-            ["table", "database", "user", "procedure", "function", "view", "schema", "index", "trigger"]
+        next == Some(&Kind::Word(Kw::From))
+            && matches!(after, Some(Kind::Word(_)))
+            && matches!(
+                t.get(i + 3),
+                None | Some(Kind::Word(Kw::Where) | Kind::Semi)
+            )
+    } else if word.starts_with("drop")
+        || word.starts_with("truncate")
+        || word.starts_with("alter")
+        || word.starts_with("create")
+    {
+        matches!(next, Some(Kind::Word(_)))
+            && {
+                let object = &view[pos[i + 1]..];
+                [
+                    "table",
+                    "database",
+                    "user",
+                    "procedure",
+                    "function",
+                    "view",
+                    "schema",
+                    "index",
+                    "trigger",
+                ]
                 .iter()
                 .any(|o| object.starts_with(o))
-        } && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
+            }
+            && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
     } else {
         false
     }

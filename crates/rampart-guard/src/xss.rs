@@ -7,45 +7,229 @@ use crate::rules;
 
 /// Tags that need no attribute to be dangerous.
 const ACTIVE_TAGS: &[&str] = &[
-    "script", "iframe", "frame", "frameset", "object", "embed", "applet", "svg", "math", "base",
-    "link", "meta", "style", "isindex", "xml", "import", "portal", "handler", "listener",
-    "bgsound", "layer", "ilayer", "vmlframe", "plaintext", "xmp", "noscript", "set", "animate",
-    "animatetransform", "animatemotion", "foreignobject",
+    "script",
+    "iframe",
+    "frame",
+    "frameset",
+    "object",
+    "embed",
+    "applet",
+    "svg",
+    "math",
+    "base",
+    "link",
+    "meta",
+    "style",
+    "isindex",
+    "xml",
+    "import",
+    "portal",
+    "handler",
+    "listener",
+    "bgsound",
+    "layer",
+    "ilayer",
+    "vmlframe",
+    "plaintext",
+    "xmp",
+    "noscript",
+    "set",
+    "animate",
+    "animatetransform",
+    "animatemotion",
+    "foreignobject",
+];
+
+/// Elements whose content the browser does not parse as markup until their closing tag.
+const RAWTEXT_TAGS: &[&str] = &[
+    "script", "style", "title", "textarea", "noscript", "xmp", "template", "iframe", "noembed",
+    "noframes",
 ];
 
 /// Attributes whose value is a URL a browser may run as script.
 const URL_ATTRIBUTES: &[&str] = &[
-    "href", "src", "action", "formaction", "data", "background", "dynsrc", "lowsrc", "xlink:href",
-    "poster", "codebase", "srcdoc", "code", "value", "to", "from", "values", "content", "by",
-    "folder", "ping", "profile", "cite", "longdesc", "usemap", "datasrc", "filter", "style",
+    "href",
+    "src",
+    "action",
+    "formaction",
+    "data",
+    "background",
+    "dynsrc",
+    "lowsrc",
+    "xlink:href",
+    "poster",
+    "codebase",
+    "srcdoc",
+    "code",
+    "value",
+    "to",
+    "from",
+    "values",
+    "content",
+    "by",
+    "folder",
+    "ping",
+    "profile",
+    "cite",
+    "longdesc",
+    "usemap",
+    "datasrc",
+    "filter",
+    "style",
 ];
 
 /// DOM event names start with one of these after `on`.
 const EVENT_STEMS: &[&str] = &[
-    "abort", "activate", "after", "animation", "auxclick", "before", "begin", "blur", "bounce",
-    "can", "cell", "change", "click", "close", "content", "context", "control", "copy", "cue",
-    "cut", "dataavailable", "datasetc", "dblclick", "deactivate", "drag", "drop", "duration",
-    "emptied", "end", "error", "filter", "finish", "focus", "form", "fullscreen", "gotpointer",
-    "hash", "help", "input", "invalid", "key", "language", "layout", "load", "lose", "lostpointer",
-    "media", "message", "mouse", "move", "mozfullscreen", "offline", "online", "open", "outofsync",
-    "page", "paste", "pause", "play", "pointer", "popstate", "progress", "property", "rate",
-    "readystate", "receive", "redo", "repeat", "reset", "resize", "resume", "reverse", "row",
-    "scroll", "search", "seek", "select", "show", "stalled", "start", "stop", "storage", "submit",
-    "suspend", "sync", "timeout", "timeupdate", "toggle", "touch", "track", "transition", "undo",
-    "unhandled", "unload", "url", "user", "volume", "waiting", "webkit", "wheel", "zoom",
-    "security", "slot", "message", "beforeunload",
+    "abort",
+    "activate",
+    "after",
+    "animation",
+    "auxclick",
+    "before",
+    "begin",
+    "blur",
+    "bounce",
+    "can",
+    "cell",
+    "change",
+    "click",
+    "close",
+    "content",
+    "context",
+    "control",
+    "copy",
+    "cue",
+    "cut",
+    "dataavailable",
+    "datasetc",
+    "dblclick",
+    "deactivate",
+    "drag",
+    "drop",
+    "duration",
+    "emptied",
+    "end",
+    "error",
+    "filter",
+    "finish",
+    "focus",
+    "form",
+    "fullscreen",
+    "gotpointer",
+    "hash",
+    "help",
+    "input",
+    "invalid",
+    "key",
+    "language",
+    "layout",
+    "load",
+    "lose",
+    "lostpointer",
+    "media",
+    "message",
+    "mouse",
+    "move",
+    "mozfullscreen",
+    "offline",
+    "online",
+    "open",
+    "outofsync",
+    "page",
+    "paste",
+    "pause",
+    "play",
+    "pointer",
+    "popstate",
+    "progress",
+    "property",
+    "rate",
+    "readystate",
+    "receive",
+    "redo",
+    "repeat",
+    "reset",
+    "resize",
+    "resume",
+    "reverse",
+    "row",
+    "scroll",
+    "search",
+    "seek",
+    "select",
+    "show",
+    "stalled",
+    "start",
+    "stop",
+    "storage",
+    "submit",
+    "suspend",
+    "sync",
+    "timeout",
+    "timeupdate",
+    "toggle",
+    "touch",
+    "track",
+    "transition",
+    "undo",
+    "unhandled",
+    "unload",
+    "url",
+    "user",
+    "volume",
+    "waiting",
+    "webkit",
+    "wheel",
+    "zoom",
+    "security",
+    "slot",
+    "message",
+    "beforeunload",
 ];
 
 /// Script schemes.
 const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:"];
 
-/// Calls and properties that script injection almost always touches.
+/// Calls that exist to prove script ran, or to run a string as code (CRS 941390 blocks the
+/// same at level 1).
+const JS_PROBE_CALLS: &[&str] = &[
+    "alert(",
+    "prompt(",
+    "confirm(",
+    "eval(",
+    "settimeout(",
+    "setinterval(",
+    "fromcharcode(",
+    "document.write(",
+    "document.cookie",
+    "new function(",
+    "execscript(",
+];
+
+/// Calls and properties that script injection often touches, and ordinary code sometimes.
 const JS_SINKS: &[&str] = &[
-    "alert(", "prompt(", "confirm(", "eval(", "document.cookie", "document.domain",
-    "document.write", "window.location", "document.location", "fromcharcode(", "innerhtml",
-    "outerhtml", "settimeout(", "setinterval(", "constructor(", "atob(", "import(",
-    "location.href", "location.hash", ".src=", "xmlhttprequest", "fetch(", "top[", "window[",
-    "self[", "parent[", "globalthis", "onerror=", "print(",
+    "document.domain",
+    "window.location",
+    "document.location",
+    "innerhtml",
+    "outerhtml",
+    "settimeout(",
+    "setinterval(",
+    "constructor(",
+    "atob(",
+    "import(",
+    "location.href",
+    "location.hash",
+    ".src=",
+    "xmlhttprequest",
+    "fetch(",
+    "top[",
+    "window[",
+    "self[",
+    "parent[",
+    "globalthis",
+    "onerror=",
+    "print(",
 ];
 
 pub fn scan(view: &str, hits: &mut Hits) {
@@ -65,6 +249,14 @@ pub fn scan(view: &str, hits: &mut Hits) {
         injected_handlers(view, hits);
     }
     if memchr::memchr2(b'(', b'.', bytes).is_some() || memchr::memchr(b'[', bytes).is_some() {
+        for call in JS_PROBE_CALLS {
+            if let Some(pos) = memchr::memmem::find(bytes, call.as_bytes())
+                && (pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_')
+            {
+                hits.add(&rules::XSS_JS_CALL, view, pos);
+                break;
+            }
+        }
         for sink in JS_SINKS {
             if let Some(pos) = memchr::memmem::find(bytes, sink.as_bytes()) {
                 hits.add(&rules::XSS_JS_SINK, view, pos);
@@ -92,7 +284,9 @@ fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
         i += 1;
     }
     let name_start = i;
-    while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b':' | b'-' | b'_')) {
+    while i < bytes.len()
+        && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b':' | b'-' | b'_'))
+    {
         i += 1;
     }
     if i == name_start || !bytes[name_start].is_ascii_alphabetic() {
@@ -102,8 +296,14 @@ fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
     let name = name.rsplit(':').next().unwrap_or(name);
     // A tag name ends where a browser would end it: space, `/`, `>`, end of input, or a
     // control character some parsers skip.
-    let boundary = bytes.get(i).is_none_or(|&b| is_html_space(b) || b == b'/' || b == b'>');
+    let boundary = bytes
+        .get(i)
+        .is_none_or(|&b| is_html_space(b) || b == b'/' || b == b'>');
     let closing = bytes[at + 1] == b'/';
+    // Closing a raw-text element ends the script, style or title the value was put in.
+    if closing && RAWTEXT_TAGS.contains(&name) {
+        hits.add(&rules::XSS_RAWTEXT_BREAKOUT, view, at);
+    }
     // For script-running tags any non-name character ends the name (`<script+src=`,
     // `<svg!onload=`): lenient parsers and the application's own decoding vary.
     let active = !closing && ACTIVE_TAGS.contains(&name);
@@ -122,17 +322,27 @@ fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
 fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
     let bytes = view.as_bytes();
     loop {
-        while i < bytes.len() && (is_html_space(bytes[i]) || bytes[i] == b'/' || bytes[i] == b'"' || bytes[i] == b'\'') {
+        while i < bytes.len()
+            && (is_html_space(bytes[i])
+                || bytes[i] == b'/'
+                || bytes[i] == b'"'
+                || bytes[i] == b'\'')
+        {
             i += 1;
         }
         if i >= bytes.len() || bytes[i] == b'>' || bytes[i] == b'<' {
             return i;
         }
         let name_start = i;
-        while i < bytes.len() && !is_html_space(bytes[i]) && !matches!(bytes[i], b'/' | b'>' | b'=' | b'<') {
+        while i < bytes.len()
+            && !is_html_space(bytes[i])
+            && !matches!(bytes[i], b'/' | b'>' | b'=' | b'<')
+        {
             i += 1;
         }
         let name = &view[name_start..i];
+        // `x:ontimer`, `xlink:href`: the local name decides.
+        let local = name.rsplit(':').next().unwrap_or(name);
         while i < bytes.len() && is_html_space(bytes[i]) {
             i += 1;
         }
@@ -160,7 +370,9 @@ fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
             value = &view[start..end];
         }
         // Inside a tag every `on...` attribute is an event handler, known to us or not.
-        let handler = name.len() > 4 && name.starts_with("on") && name.bytes().skip(2).all(|b| b.is_ascii_alphabetic());
+        let handler = local.len() > 4
+            && local.starts_with("on")
+            && local.bytes().skip(2).all(|b| b.is_ascii_alphabetic());
         if handler {
             hits.add(&rules::XSS_EVENT_HANDLER, view, name_start);
         } else if matches!(name, "datasrc" | "datafld" | "dataformatas") {
@@ -171,7 +383,11 @@ fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
                 hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
             } else if (name == "style" || name == "filter") && style_runs_script(value) {
                 hits.add(&rules::XSS_STYLE_SCRIPT, view, name_start);
-            } else if value.trim_start().starts_with("data:") && !value.trim_start()[5..].starts_with("image/png") && !value.trim_start()[5..].starts_with("image/jpeg") && !value.trim_start()[5..].starts_with("image/gif") {
+            } else if value.trim_start().starts_with("data:")
+                && !value.trim_start()[5..].starts_with("image/png")
+                && !value.trim_start()[5..].starts_with("image/jpeg")
+                && !value.trim_start()[5..].starts_with("image/gif")
+            {
                 hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
             }
         }
@@ -185,7 +401,9 @@ fn is_event_handler(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("on") else {
         return false;
     };
-    rest.len() >= 3 && rest.bytes().all(|b| b.is_ascii_alphabetic()) && EVENT_STEMS.iter().any(|s| rest.starts_with(s))
+    rest.len() >= 3
+        && rest.bytes().all(|b| b.is_ascii_alphabetic())
+        && EVENT_STEMS.iter().any(|s| rest.starts_with(s))
 }
 
 /// Whether a URL, once the characters browsers skip are gone, uses a script scheme.
@@ -203,14 +421,20 @@ fn starts_with_script_scheme(value: &str) -> bool {
         }
     }
     let compact = &compact[..n];
-    SCRIPT_SCHEMES.iter().any(|s| compact.starts_with(s.as_bytes()))
+    SCRIPT_SCHEMES
+        .iter()
+        .any(|s| compact.starts_with(s.as_bytes()))
         || compact.starts_with(b"data:text/html")
         || compact.starts_with(b"data:image/svg")
         || compact.starts_with(b"data:application")
 }
 
 fn style_runs_script(value: &str) -> bool {
-    let compact: String = value.chars().filter(|c| !c.is_whitespace() && *c != '\\').take(4096).collect();
+    let compact: String = value
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '\\')
+        .take(4096)
+        .collect();
     // CSS comments split keywords: `expr/**/ession(`.
     let compact = strip_css_comments(&compact);
     compact.contains("expression(")
@@ -256,7 +480,7 @@ fn script_urls(view: &str, hits: &mut Hits) {
                 }
                 i += 1;
             }
-            while i < bytes.len() && (bytes[i] < 0x20 || bytes[i] == b' ') {
+            while i < bytes.len() && bytes[i] <= 0x20 {
                 i += 1;
             }
             if matched == letters.len() && bytes.get(i) == Some(&b':') {
@@ -264,7 +488,11 @@ fn script_urls(view: &str, hits: &mut Hits) {
                 let code = &view[i + 1..];
                 let code = code.trim_start();
                 let is_code = code.starts_with("//")
-                    || code.bytes().take(64).take_while(|b| !b.is_ascii_whitespace()).any(|b| matches!(b, b'(' | b'[' | b'=' | b'.' | b'`' | b';' | b'\''));
+                    || code
+                        .bytes()
+                        .take(64)
+                        .take_while(|b| !b.is_ascii_whitespace())
+                        .any(|b| matches!(b, b'(' | b'[' | b'=' | b'.' | b'`' | b';' | b'\''));
                 if is_code {
                     hits.add(&rules::XSS_SCRIPT_URL, view, start);
                     return;
@@ -281,7 +509,9 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
     while let Some(off) = memchr::memmem::find(&bytes[from..], b"on") {
         let start = from + off;
         from = start + 2;
-        let before_ok = start == 0 || matches!(bytes[start - 1], b'"' | b'\'' | b'`' | b'/' | b';') || is_html_space(bytes[start - 1]);
+        let before_ok = start == 0
+            || matches!(bytes[start - 1], b'"' | b'\'' | b'`' | b'/' | b';' | b']')
+            || is_html_space(bytes[start - 1]);
         if !before_ok {
             continue;
         }
@@ -296,7 +526,9 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
         if bytes.get(i) == Some(&b'=') && is_event_handler(name) {
             // Only when a quote or a space lets the value leave its attribute, or it is the
             // whole value.
-            let breakout = start == 0 || view[..start].contains(['"', '\'', '`', '>', '/']) || start > 0 && is_html_space(bytes[start - 1]);
+            let breakout = start == 0
+                || view[..start].contains(['"', '\'', '`', '>', '/'])
+                || start > 0 && is_html_space(bytes[start - 1]);
             if breakout {
                 hits.add(&rules::XSS_ATTRIBUTE_BREAKOUT, view, start);
                 return;
@@ -351,6 +583,8 @@ mod tests {
             "one=1",
             "the online store",
             "print this page",
+            "alerts (3) pending",
+            "the function evaluates(x)",
             "<b>bold</b> text",
         ] {
             assert!(!xss(benign), "false positive: {benign}");
