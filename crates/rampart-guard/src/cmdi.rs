@@ -2,8 +2,13 @@
 //! value, after `;`, `|`, `&`, a newline, inside `` `...` `` or `$(...)`) and checks whether
 //! what stands there is a command, on the command-line view where quoting tricks are undone.
 
-use crate::Hits;
+use std::sync::LazyLock;
+
 use crate::rules;
+use crate::{Hits, Patterns};
+
+static SHELL_PATH: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SHELL_PATHS));
+static CODE_CALL: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(CODE_CALLS));
 
 /// Commands an attacker runs to probe, fetch, or open a shell: named after a separator they
 /// are an attack whatever follows.
@@ -360,20 +365,14 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
             hits.add(&rules::CMDI_SSI, view, pos);
         }
     }
-    for path in SHELL_PATHS {
-        if let Some(pos) = memchr::memmem::find(bytes, path.as_bytes()) {
-            // `/bin/` must be followed by a program name.
-            let after = &view[pos + path.len()..];
-            if !path.ends_with('/')
-                || after
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphabetic())
-            {
-                hits.add(&rules::CMDI_SHELL_PATH, view, pos);
-                break;
-            }
-        }
+    // `/bin/` must be followed by a program name.
+    if let Some((_, pos)) = SHELL_PATH.find_iter(bytes).find(|(path, pos)| {
+        !path.ends_with('/')
+            || bytes
+                .get(pos + path.len())
+                .is_some_and(u8::is_ascii_alphabetic)
+    }) {
+        hits.add(&rules::CMDI_SHELL_PATH, view, pos);
     }
     let trimmed = view.trim();
     if RECON_COMMANDS.contains(&trimmed) {
@@ -603,61 +602,60 @@ fn starts_like_command_line(name: &str, args: &str) -> bool {
         )
 }
 
+/// Calls that run a command or code.
+const CODE_CALLS: &[&str] = &[
+    "system(",
+    "exec(",
+    "shell_exec(",
+    "passthru(",
+    "popen(",
+    "proc_open(",
+    "pcntl_exec(",
+    "os.system(",
+    "os.popen(",
+    "subprocess.",
+    "runtime.getruntime().exec",
+    "child_process",
+    "execsync(",
+    "spawnsync(",
+    "__import__(",
+    "assert(",
+    "create_function(",
+    "processbuilder(",
+    "phpinfo(",
+    "phpversion(",
+    "<?php",
+    "<?=",
+    "eval(",
+    "file_get_contents(",
+    "include(",
+    "require(",
+    "fopen(",
+    "readfile(",
+];
+
 /// `system('id')`, `exec("ls")`, `passthru(...)`: code that runs a command.
 fn code_execution_calls(view: &str, hits: &mut Hits) {
-    const CALLS: &[&str] = &[
-        "system(",
-        "exec(",
-        "shell_exec(",
-        "passthru(",
-        "popen(",
-        "proc_open(",
-        "pcntl_exec(",
-        "os.system(",
-        "os.popen(",
-        "subprocess.",
-        "runtime.getruntime().exec",
-        "child_process",
-        "execsync(",
-        "spawnsync(",
-        "__import__(",
-        "assert(",
-        "create_function(",
-        "processbuilder(",
-        "phpinfo(",
-        "phpversion(",
-        "<?php",
-        "<?=",
-        "eval(",
-        "file_get_contents(",
-        "include(",
-        "require(",
-        "fopen(",
-        "readfile(",
-    ];
     let bytes = view.as_bytes();
     if memchr::memchr(b'(', bytes).is_none() && memchr::memchr(b'.', bytes).is_none() {
         return;
     }
-    for call in CALLS {
-        if let Some(pos) = memchr::memmem::find(bytes, call.as_bytes()) {
-            // A call with an argument, not prose like "the system (ours) ...".
-            let before_ok = pos == 0
-                || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
-                || call.contains('.');
-            let arg = &view[pos + call.len()..];
-            let no_argument_call =
-                matches!(*call, "phpinfo(" | "phpversion(") && arg.starts_with(')');
-            let code_tag = call.starts_with('<');
-            if before_ok
-                && (arg.trim_start().starts_with(['\'', '"', '$', '`'])
-                    || call.contains('.')
-                    || no_argument_call)
-                || code_tag
-            {
-                hits.add(&rules::CMDI_CODE_EXEC, view, pos);
-                return;
-            }
+    for (call, pos) in CODE_CALL.find_iter(bytes) {
+        // A call with an argument, not prose like "the system (ours) ...".
+        let before_ok = pos == 0
+            || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
+            || call.contains('.');
+        let arg = &view[pos + call.len()..];
+        let no_argument_call = matches!(call, "phpinfo(" | "phpversion(") && arg.starts_with(')');
+        let code_tag = call.starts_with('<');
+        if before_ok
+            && (arg.trim_start().starts_with(['\'', '"', '$', '`'])
+                || call.contains('.')
+                || no_argument_call)
+            || code_tag
+        {
+            hits.add(&rules::CMDI_CODE_EXEC, view, pos);
+            return;
         }
     }
 }

@@ -97,6 +97,35 @@ fn excerpt(view: &str, at: usize) -> String {
         .collect()
 }
 
+/// A set of literal patterns searched in one pass; built once per list.
+pub(crate) struct Patterns {
+    automaton: aho_corasick::AhoCorasick,
+    patterns: &'static [&'static str],
+}
+
+impl Patterns {
+    pub(crate) fn new(patterns: &'static [&'static str]) -> Self {
+        let automaton = aho_corasick::AhoCorasick::builder()
+            .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+            .build(patterns)
+            .expect("literal patterns build");
+        Patterns {
+            automaton,
+            patterns,
+        }
+    }
+
+    /// Every non-overlapping match: (pattern, start).
+    pub(crate) fn find_iter<'h>(
+        &'h self,
+        haystack: &'h [u8],
+    ) -> impl Iterator<Item = (&'static str, usize)> + 'h {
+        self.automaton
+            .find_iter(haystack)
+            .map(|m| (self.patterns[m.pattern().as_usize()], m.start()))
+    }
+}
+
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7F => 1,

@@ -1,8 +1,13 @@
 //! Path traversal and local file inclusion, on the path view (URL and overlong decoding done,
 //! backslashes read as separators).
 
-use crate::Hits;
+use std::sync::LazyLock;
+
 use crate::rules;
+use crate::{Hits, Patterns};
+
+static SENSITIVE: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SENSITIVE_FILES));
+static WRAPPER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(WRAPPERS));
 
 /// Files and places whose name in a parameter only makes sense as an attempt to read them.
 const SENSITIVE_FILES: &[&str] = &[
@@ -215,14 +220,11 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
     {
         hits.add(&rules::LFI_OS_FILE, &loose, pos);
     }
-    for wrapper in WRAPPERS {
-        if let Some(pos) = memchr::memmem::find(bytes, wrapper.as_bytes()) {
-            let starts_name = pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric();
-            if starts_name {
-                hits.add(&rules::LFI_WRAPPER, view, pos);
-                break;
-            }
-        }
+    if let Some((_, pos)) = WRAPPER
+        .find_iter(bytes)
+        .find(|(_, pos)| *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric())
+    {
+        hits.add(&rules::LFI_WRAPPER, view, pos);
     }
     let trimmed = view.trim_start_matches(['"', '\'', ' ']);
     if SYSTEM_ROOTS.iter().any(|root| {
@@ -268,23 +270,15 @@ fn windows_drive_path(value: &str) -> bool {
 }
 
 fn sensitive_file(bytes: &[u8]) -> Option<usize> {
-    for file in SENSITIVE_FILES {
-        if let Some(pos) = memchr::memmem::find(bytes, file.as_bytes()) {
-            // A name, not the start of a longer word (`.envelope`), except under `/etc/` and
-            // `/proc/` where any file is sensitive.
-            let end = pos + file.len();
-            let boundary_after = file.ends_with('/')
-                || bytes.get(end).is_none_or(|b| {
-                    !b.is_ascii_alphanumeric()
-                        || file.starts_with("etc/")
-                        || file.starts_with("proc/")
-                });
-            if boundary_after {
-                return Some(pos);
-            }
-        }
-    }
-    None
+    SENSITIVE.find_iter(bytes).find_map(|(file, pos)| {
+        // A name, not the start of a longer word (`.envelope`), except under `/etc/` and
+        // `/proc/` where any file is sensitive.
+        let boundary_after = file.ends_with('/')
+            || bytes.get(pos + file.len()).is_none_or(|b| {
+                !b.is_ascii_alphanumeric() || file.starts_with("etc/") || file.starts_with("proc/")
+            });
+        boundary_after.then_some(pos)
+    })
 }
 
 /// A `..` segment that leaves a directory: `../`, `/..` at the end, and the variants servers

@@ -560,10 +560,26 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                 while matches!(at(j), Some(Kind::Word(Kw::All | Kw::Distinct))) {
                     j += 1;
                 }
-                if matches!(
-                    at(j),
-                    Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select) | Kind::LParen)
-                ) {
+                // `union select 1,2`, `union (select ...)`, `union select name from t`; not
+                // `union select of running shoes`.
+                let selects = match at(j) {
+                    Some(Kind::LParen) => {
+                        matches!(
+                            at(j + 1),
+                            Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
+                        )
+                    }
+                    Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select)) => {
+                        select_is_sql(&t, j)
+                            || matches!(at(j + 1), None | Some(Kind::Word(_)))
+                                && matches!(
+                                    at(j + 2),
+                                    None | Some(Kind::Comma | Kind::Word(Kw::From))
+                                )
+                    }
+                    _ => false,
+                };
+                if selects {
                     hit(hits, &rules::SQLI_UNION, i);
                 }
             }
@@ -1182,6 +1198,7 @@ mod tests {
             "Rock 'n' roll",
             "Select the best option from the list",
             "union members select a new leader",
+            "best union select of running shoes",
             "Tom & Jerry",
             "cats and dogs",
             "\"SWEATER DRESS\" AND \"CHRISTMAS\"",

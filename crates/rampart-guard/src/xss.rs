@@ -2,8 +2,13 @@
 //! browser reads them, plus the places script runs without a tag: `javascript:` URLs,
 //! event handlers injected into an existing attribute, and calls of the usual sinks.
 
-use crate::Hits;
+use std::sync::LazyLock;
+
 use crate::rules;
+use crate::{Hits, Patterns};
+
+static PROBE_CALL: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(JS_PROBE_CALLS));
+static SINK: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(JS_SINKS));
 
 /// Tags that need no attribute to be dangerous.
 const ACTIVE_TAGS: &[&str] = &[
@@ -249,19 +254,13 @@ pub fn scan(view: &str, hits: &mut Hits) {
         injected_handlers(view, hits);
     }
     if memchr::memchr2(b'(', b'.', bytes).is_some() || memchr::memchr(b'[', bytes).is_some() {
-        for call in JS_PROBE_CALLS {
-            if let Some(pos) = memchr::memmem::find(bytes, call.as_bytes())
-                && (pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_')
-            {
-                hits.add(&rules::XSS_JS_CALL, view, pos);
-                break;
-            }
+        if let Some((_, pos)) = PROBE_CALL.find_iter(bytes).find(|(_, pos)| {
+            *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
+        }) {
+            hits.add(&rules::XSS_JS_CALL, view, pos);
         }
-        for sink in JS_SINKS {
-            if let Some(pos) = memchr::memmem::find(bytes, sink.as_bytes()) {
-                hits.add(&rules::XSS_JS_SINK, view, pos);
-                break;
-            }
+        if let Some((_, pos)) = SINK.find_iter(bytes).next() {
+            hits.add(&rules::XSS_JS_SINK, view, pos);
         }
     }
 }
