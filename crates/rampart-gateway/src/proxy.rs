@@ -469,9 +469,9 @@ pub async fn handle(
     let stats = Arc::new(BodyStats::default());
     exchange.body_stats = Some(stats.clone());
 
-    // Small bodies are buffered so that a retry can send them again.
-    let body = match body {
-        crate::inspect::InspectedBody::Untouched(body) => body,
+    // A body inspection read is sent as read; small bodies are buffered so that a retry can
+    // send them again.
+    let outgoing = match body {
         crate::inspect::InspectedBody::Complete(bytes) => {
             if bytes.len() as u64 > limit {
                 return Ok(rejected(
@@ -483,149 +483,45 @@ pub async fn handle(
                 ));
             }
             stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-            return finish(
-                Sent {
-                    shared,
-                    runtime: &runtime,
-                    route,
-                    route_index,
-                    origin,
-                    quota,
-                    client,
-                    tls,
-                    stats,
-                },
-                exchange,
-                parts,
-                Outgoing::Replayable(bytes),
-                preserved_host,
-            )
-            .await;
+            Outgoing::Replayable(bytes)
         }
-        crate::inspect::InspectedBody::Prefix(prefix, rest) => {
-            let outgoing = Outgoing::Streaming(Some(RequestBody::prefixed(
-                prefix,
-                rest,
-                limit,
-                stats.clone(),
-            )));
-            return finish(
-                Sent {
-                    shared,
-                    runtime: &runtime,
-                    route,
-                    route_index,
-                    origin,
-                    quota,
-                    client,
-                    tls,
-                    stats,
-                },
-                exchange,
-                parts,
-                outgoing,
-                preserved_host,
-            )
-            .await;
-        }
-    };
-    let exact = body.size_hint().exact();
-    let outgoing = match exact {
-        Some(0) => Outgoing::Replayable(Bytes::new()),
-        Some(n) if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 => {
-            let reading = body.collect();
-            match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
-                Ok(Ok(collected)) => {
-                    let bytes = collected.to_bytes();
-                    stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                    Outgoing::Replayable(bytes)
-                }
-                Ok(Err(_)) => {
-                    return Ok(rejected(
-                        exchange,
-                        StatusCode::BAD_REQUEST,
-                        Rejection::bad_request,
-                        "the request body could not be read",
-                        true,
-                    ));
-                }
-                Err(_) => {
-                    return Ok(rejected(
-                        exchange,
-                        StatusCode::REQUEST_TIMEOUT,
-                        Rejection::bad_request,
-                        "the request body was not received in time",
-                        true,
-                    ));
+        crate::inspect::InspectedBody::Prefix(prefix, rest) => Outgoing::Streaming(Some(
+            RequestBody::prefixed(prefix, rest, limit, stats.clone()),
+        )),
+        crate::inspect::InspectedBody::Untouched(body) => match body.size_hint().exact() {
+            Some(0) => Outgoing::Replayable(Bytes::new()),
+            Some(n) if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 => {
+                let reading = body.collect();
+                match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
+                    Ok(Ok(collected)) => {
+                        let bytes = collected.to_bytes();
+                        stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                        Outgoing::Replayable(bytes)
+                    }
+                    Ok(Err(_)) => {
+                        return Ok(rejected(
+                            exchange,
+                            StatusCode::BAD_REQUEST,
+                            Rejection::bad_request,
+                            "the request body could not be read",
+                            true,
+                        ));
+                    }
+                    Err(_) => {
+                        return Ok(rejected(
+                            exchange,
+                            StatusCode::REQUEST_TIMEOUT,
+                            Rejection::bad_request,
+                            "the request body was not received in time",
+                            true,
+                        ));
+                    }
                 }
             }
-        }
-        _ => Outgoing::Streaming(Some(RequestBody::streaming(body, limit, stats.clone()))),
-    };
-
-    finish(
-        Sent {
-            shared,
-            runtime: &runtime,
-            route,
-            route_index,
-            origin,
-            quota,
-            client,
-            tls,
-            stats,
+            _ => Outgoing::Streaming(Some(RequestBody::streaming(body, limit, stats.clone()))),
         },
-        exchange,
-        parts,
-        outgoing,
-        preserved_host,
-    )
-    .await
-}
-
-/// What the last stage of a request needs from the first.
-struct Sent<'a> {
-    shared: Arc<Shared>,
-    runtime: &'a Arc<Runtime>,
-    route: &'a Route,
-    route_index: usize,
-    origin: Option<HeaderValue>,
-    quota: Option<QuotaInfo>,
-    client: std::net::IpAddr,
-    tls: bool,
-    stats: Arc<BodyStats>,
-}
-
-/// Sends the request upstream (with retries and fallback) and prepares the response.
-async fn finish(
-    sent: Sent<'_>,
-    mut exchange: Box<Exchange>,
-    parts: http::request::Parts,
-    outgoing: Outgoing,
-    preserved_host: Option<HeaderValue>,
-) -> Result<Response<ResponseBody>, Infallible> {
-    let Sent {
-        shared,
-        runtime,
-        route,
-        route_index,
-        origin,
-        quota,
-        client,
-        tls,
-        stats,
-    } = sent;
-    let rejected = |exchange: Box<Exchange>, status, reason: Rejection, message: &str, close| {
-        shared.metrics.rejected(reason);
-        reject(
-            exchange,
-            tls,
-            status,
-            Decision::Rejected(reason),
-            message,
-            close,
-        )
     };
+
     let forwarded = forward(route, parts, outgoing, preserved_host, &mut exchange).await;
     let (response, conn) = match forwarded {
         Ok(exchanged) => exchanged,
@@ -682,7 +578,7 @@ async fn finish(
     route.cors.apply(origin.as_ref(), &mut parts.headers);
     finish_headers(
         &mut parts.headers,
-        runtime,
+        &runtime,
         Some(route_index),
         &exchange.request_id,
         tls,
@@ -694,7 +590,7 @@ async fn finish(
     if exchange.status >= 400 {
         record_event(
             &shared,
-            runtime,
+            &runtime,
             client,
             EventKind::UpstreamStatus,
             Some(exchange.status),

@@ -435,7 +435,7 @@ pub fn loose_path(path: &str) -> Option<String> {
             i += 1;
         } else {
             separator(&mut out);
-            i += utf8_len(b);
+            i += crate::decode_utf8_len(b);
         }
     }
     Some(out)
@@ -492,22 +492,13 @@ pub fn shell(base: &str) -> Cow<'_, str> {
                 i += 2
             }
             _ => {
-                let len = utf8_len(b);
+                let len = crate::decode_utf8_len(b);
                 out.push_str(&base[i..i + len]);
                 i += len;
             }
         }
     }
     Cow::Owned(out)
-}
-
-fn utf8_len(first: u8) -> usize {
-    match first {
-        0x00..=0x7F => 1,
-        0xC0..=0xDF => 2,
-        0xE0..=0xEF => 3,
-        _ => 4,
-    }
 }
 
 #[cfg(test)]
