@@ -5,10 +5,14 @@
 use std::sync::LazyLock;
 
 use crate::rules;
-use crate::{Hits, Patterns};
+use crate::shape::Shape;
+use crate::{Hits, Patterns, Words};
 
 static SHELL_PATH: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SHELL_PATHS));
 static CODE_CALL: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(CODE_CALLS));
+static STRONG: LazyLock<Words> = LazyLock::new(|| Words::new(STRONG_COMMANDS));
+static AMBIGUOUS: LazyLock<Words> = LazyLock::new(|| Words::new(AMBIGUOUS_COMMANDS));
+static RECON: LazyLock<Words> = LazyLock::new(|| Words::new(RECON_COMMANDS));
 
 /// Commands an attacker runs to probe, fetch, or open a shell: named after a separator they
 /// are an attack whatever follows.
@@ -340,21 +344,23 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
 
 /// `base` is the decoded view (for code such as `system('id')`, whose quotes matter),
 /// `view` the command-line view with quoting tricks undone.
-pub fn scan(base: &str, view: &str, hits: &mut Hits) {
-    code_execution_calls(base, hits);
-    let bytes = view.as_bytes();
-    if bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || *b == b' ' || *b == b'_')
-        && !view.contains(' ')
-    {
+pub(crate) fn scan(base: &str, base_shape: Shape, view: &str, shape: Shape, hits: &mut Hits) {
+    if base_shape.any(const { Shape::bytes(b"(.") }) {
+        code_execution_calls(base, hits);
+    }
+    if shape.within(Shape::WORD) {
         return;
     }
+    let bytes = view.as_bytes();
     // Shellshock: a function definition in a header or variable.
-    if let Some(pos) = memchr::memmem::find(bytes, b"() {") {
+    if shape.has(b'(')
+        && let Some(pos) = crate::find(bytes, b"() {")
+    {
         hits.add(&rules::CMDI_SHELLSHOCK, view, pos);
     }
-    if let Some(pos) = memchr::memmem::find(bytes, b"<!--#") {
+    if shape.has(b'<')
+        && let Some(pos) = crate::find(bytes, b"<!--#")
+    {
         let directive = &view[pos + 5..];
         if [
             "exec", "include", "echo", "config", "printenv", "fsize", "flastmod", "set",
@@ -366,16 +372,18 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
         }
     }
     // `/bin/` must be followed by a program name.
-    if let Some((_, pos)) = SHELL_PATH.find_iter(bytes).find(|(path, pos)| {
-        !path.ends_with('/')
-            || bytes
-                .get(pos + path.len())
-                .is_some_and(u8::is_ascii_alphabetic)
-    }) {
+    if shape.any(const { Shape::bytes(b"/.%$") })
+        && let Some((_, pos)) = SHELL_PATH.find_iter(bytes).find(|(path, pos)| {
+            !path.ends_with('/')
+                || bytes
+                    .get(pos + path.len())
+                    .is_some_and(u8::is_ascii_alphabetic)
+        })
+    {
         hits.add(&rules::CMDI_SHELL_PATH, view, pos);
     }
     let trimmed = view.trim();
-    if RECON_COMMANDS.contains(&trimmed) {
+    if RECON.contains(trimmed) {
         hits.add(&rules::CMDI_COMMAND_LINE, view, 0);
         return;
     }
@@ -402,7 +410,7 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
                 true
             } else if at_start {
                 starts_like_command_line(name, args)
-            } else if AMBIGUOUS_COMMANDS.contains(&name) {
+            } else if AMBIGUOUS.contains(name) {
                 argument_looks_shell(args)
                     || matches!(name, "sleep" | "ping") && numeric_or_host_argument(args)
                     || args.trim_start().is_empty() && !name.is_empty() && substitution
@@ -446,7 +454,7 @@ pub fn scan(base: &str, view: &str, hits: &mut Hits) {
         }
     }
     // A lone command name as the whole value.
-    if STRONG_COMMANDS.contains(&trimmed) && !AMBIGUOUS_COMMANDS.contains(&trimmed) {
+    if STRONG.contains(trimmed) && !AMBIGUOUS.contains(trimmed) {
         hits.add(&rules::CMDI_BARE_COMMAND, view, 0);
     }
 }
@@ -500,9 +508,7 @@ fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
     let base = base.strip_suffix(".exe").unwrap_or(base);
     // `{cat,/etc/passwd}`: brace expansion splits on the comma.
     let base = base.split(',').next().unwrap_or(base);
-    if base.is_empty() || (!STRONG_COMMANDS.contains(&base)) {
-        return None;
-    }
+    let name = STRONG.get(base)?;
     // A word with a path in front must be an absolute path or a plain name.
     if word.len() != base.len()
         && !(word.starts_with('/') || word.contains(":\\") || word.starts_with("./"))
@@ -510,7 +516,7 @@ fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
     {
         return None;
     }
-    Some((STRONG_COMMANDS.iter().find(|c| **c == base).copied()?, i))
+    Some((name, i))
 }
 
 fn has_admin_subcommand(name: &str, args: &str) -> bool {
@@ -637,9 +643,6 @@ const CODE_CALLS: &[&str] = &[
 /// `system('id')`, `exec("ls")`, `passthru(...)`: code that runs a command.
 fn code_execution_calls(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    if memchr::memchr(b'(', bytes).is_none() && memchr::memchr(b'.', bytes).is_none() {
-        return;
-    }
     for (call, pos) in CODE_CALL.find_iter(bytes) {
         // A call with an argument, not prose like "the system (ours) ...".
         let before_ok = pos == 0

@@ -7,7 +7,9 @@
 
 use std::borrow::Cow;
 
-use unicode_normalization::UnicodeNormalization;
+use unicode_normalization::{IsNormalized, UnicodeNormalization};
+
+use crate::shape::Shape;
 
 /// Rounds of URL decoding: enough for double and triple encoding (`%252e`), bounded against
 /// inputs built to be decoded forever.
@@ -19,25 +21,40 @@ pub const ENTITY_ROUNDS: usize = 2;
 /// overlong and otherwise lenient UTF-8, NUL and invisible characters removed, Unicode NFKC
 /// (full-width and compatibility forms folded to ASCII), ASCII lower case.
 pub fn base(input: &str) -> Cow<'_, str> {
+    base_shaped(input, Shape::of(input))
+}
+
+/// [`base`] for a caller that has the input's shape already.
+pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     let bytes = input.as_bytes();
-    let plain = bytes
-        .iter()
-        .all(|&b| b.is_ascii() && b != b'%' && b != 0 && !b.is_ascii_uppercase());
+    let plain = !shape.any(
+        Shape::NON_ASCII
+            .with(Shape::UPPER)
+            .with(const { Shape::bytes(b"%") }),
+    ) && !(shape.any(Shape::CONTROL) && memchr::memchr(0, bytes).is_some());
     if plain {
         return Cow::Borrowed(input);
     }
-    let mut text = if memchr::memchr(b'%', bytes).is_some() {
+    let mut text = if shape.has(b'%') {
         url_decode_repeated(bytes)
     } else {
         input.to_owned()
     };
     if !text.is_ascii() {
-        text = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+        // Most non-ASCII text (accented letters) is already in NFKC; the quick check tells
+        // without normalizing.
+        if unicode_normalization::is_nfkc_quick(text.chars()) == IsNormalized::Yes {
+            text.retain(|c| !is_invisible(c));
+        } else {
+            text = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+        }
         if text.contains('%') {
             text = url_decode_repeated(text.as_bytes());
         }
     }
-    text.retain(|c| c != '\0');
+    if text.contains('\0') {
+        text.retain(|c| c != '\0');
+    }
     text.make_ascii_lowercase();
     Cow::Owned(text)
 }
@@ -169,9 +186,13 @@ pub fn lenient_utf8(bytes: &[u8]) -> String {
 /// `;`), then JavaScript (`\xHH`, `\uHHHH`, `\u{H..}`) and CSS (`\H..`) escapes; a backslash
 /// before any other character is dropped, as JavaScript does.
 pub fn markup(base: &str) -> Cow<'_, str> {
-    let bytes = base.as_bytes();
-    let has_amp = memchr::memchr(b'&', bytes).is_some();
-    let has_backslash = memchr::memchr(b'\\', bytes).is_some();
+    markup_shaped(base, Shape::of(base))
+}
+
+/// [`markup`] for a caller that has the input's shape already.
+pub(crate) fn markup_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
+    let has_amp = shape.has(b'&');
+    let has_backslash = shape.has(b'\\');
     if !has_amp && !has_backslash {
         return Cow::Borrowed(base);
     }
@@ -370,7 +391,12 @@ fn is_separator_lookalike(c: char) -> bool {
 /// The view for file paths: backslashes and their look-alikes read as separators, as Windows
 /// and many frameworks do.
 pub fn path(base: &str) -> Cow<'_, str> {
-    let needs = memchr::memchr(b'\\', base.as_bytes()).is_some() || !base.is_ascii();
+    path_shaped(base, Shape::of(base))
+}
+
+/// [`path`] for a caller that has the input's shape already.
+pub(crate) fn path_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
+    let needs = shape.has(b'\\') || shape.any(Shape::NON_ASCII);
     if !needs {
         return Cow::Borrowed(base);
     }
@@ -446,10 +472,13 @@ pub fn loose_path(path: &str) -> Option<String> {
 /// (`w\hoami`), and `$IFS`, `${IFS}` and empty expansions (`$@`, `$*`, `$9`) read as the
 /// separator or nothing they expand to.
 pub fn shell(base: &str) -> Cow<'_, str> {
+    shell_shaped(base, Shape::of(base))
+}
+
+/// [`shell`] for a caller that has the input's shape already.
+pub(crate) fn shell_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
     let bytes = base.as_bytes();
-    let tricky = bytes
-        .iter()
-        .any(|&b| matches!(b, b'\'' | b'"' | b'^' | b'\\' | b'$'));
+    let tricky = shape.any(const { Shape::bytes(b"'\"^\\$") });
     if !tricky {
         return Cow::Borrowed(base);
     }

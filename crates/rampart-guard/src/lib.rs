@@ -21,12 +21,16 @@ pub mod eval;
 mod misc;
 mod path;
 pub mod rules;
+mod shape;
 mod sqli;
 mod xss;
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use serde::Serialize;
+
+use shape::Shape;
 
 pub use body::BodyError;
 pub use config::{Exclusion, GuardConfig, Mode, Oversize};
@@ -45,10 +49,12 @@ pub enum Location {
     BodyValue,
 }
 
-/// Rules matched while scanning, before policy (paranoia, exclusions) is applied.
+/// Rules matched while scanning, before policy (paranoia, exclusions) is applied, and the
+/// buffers scanning reuses from value to value.
 #[derive(Debug, Default)]
 pub struct Hits {
     list: Vec<Hit>,
+    sql: sqli::Scratch,
 }
 
 #[derive(Debug)]
@@ -126,6 +132,40 @@ impl Patterns {
     }
 }
 
+/// A fixed list of words, looked up by hash. The hasher is fixed, not random: the set never
+/// grows from input, so input cannot make its buckets collide.
+pub(crate) struct Words(HashSet<&'static str, foldhash::fast::FixedState>);
+
+impl Words {
+    pub(crate) fn new(words: &[&'static str]) -> Self {
+        Words(words.iter().copied().collect())
+    }
+
+    pub(crate) fn get(&self, word: &str) -> Option<&'static str> {
+        self.0.get(word).copied()
+    }
+
+    pub(crate) fn contains(&self, word: &str) -> bool {
+        self.0.contains(word)
+    }
+}
+
+/// The first place a short constant needle occurs: `memchr` to its first byte, then a compare.
+/// Unlike `memmem::find` this builds no searcher, which costs more than the search on the
+/// short values requests carry; with a needle of a few bytes the cost stays linear.
+pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(first, &haystack[from..]) {
+        let at = from + off;
+        if haystack[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7F => 1,
@@ -141,20 +181,41 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     if value.is_empty() {
         return;
     }
-    let raw_had_nul = value.contains('\0') || value.contains("%00") || value.contains("%2500");
-    let base = decode::base(value);
-    sqli::scan(&base, hits);
-    if location != Location::Path || base.contains(['<', '"', '\'', ':']) {
-        let markup = decode::markup(&base);
-        xss::scan(&markup, hits);
-        misc::scan(&markup, location, hits);
+    let raw = Shape::of(value);
+    // One word says nothing in any of the languages below, unless it spells a path in hex
+    // (`0x2e0x2e0x2f`).
+    if raw.within(Shape::WORD) && !value.contains("0x") && !value.contains("0X") {
+        return;
+    }
+    let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
+        || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
+    let base = decode::base_shaped(value, raw);
+    let shape = view_shape(&base, raw);
+    sqli::scan(&base, shape, hits);
+    if location != Location::Path || shape.any(const { Shape::bytes(b"<\"':") }) {
+        let markup = decode::markup_shaped(&base, shape);
+        let markup_shape = view_shape(&markup, shape);
+        xss::scan(&markup, markup_shape, hits);
+        misc::scan(&markup, markup_shape, location, hits);
         if let Cow::Owned(_) = markup {
             // Entities can hide SQL as well as markup (`&#39; or 1=1--`).
-            sqli::scan(&markup, hits);
+            sqli::scan(&markup, markup_shape, hits);
         }
     }
-    path::scan(&decode::path(&base), value, raw_had_nul, hits);
-    cmdi::scan(&base, &decode::shell(&base), hits);
+    let path_view = decode::path_shaped(&base, shape);
+    let path_shape = view_shape(&path_view, shape);
+    path::scan(&path_view, path_shape, value, raw_had_nul, hits);
+    let shell_view = decode::shell_shaped(&base, shape);
+    let shell_shape = view_shape(&shell_view, shape);
+    cmdi::scan(&base, shape, &shell_view, shell_shape, hits);
+}
+
+/// A decoding step borrows its input when it changes nothing, and then the shape is the same.
+fn view_shape(view: &Cow<'_, str>, input_shape: Shape) -> Shape {
+    match view {
+        Cow::Borrowed(_) => input_shape,
+        Cow::Owned(text) => Shape::of(text),
+    }
 }
 
 /// A rule that matched and counts under the policy.

@@ -1,33 +1,43 @@
 //! The smaller languages: template expressions, NoSQL operators, LDAP filters, XML entities,
 //! Log4j lookups and header injection.
 
-use crate::rules;
-use crate::{Hits, Location};
+use std::borrow::Cow;
+use std::sync::LazyLock;
 
-pub fn scan(view: &str, location: Location, hits: &mut Hits) {
-    let bytes = view.as_bytes();
-    if memchr::memchr3(b'{', b'<', b'$', bytes).is_some() || memchr::memchr(b'#', bytes).is_some() {
+use crate::rules;
+use crate::shape::Shape;
+use crate::{Hits, Location, Patterns};
+
+pub(crate) fn scan(view: &str, shape: Shape, location: Location, hits: &mut Hits) {
+    if shape.any(const { Shape::bytes(b"{<$#") }) {
         template(view, hits);
-        log4shell(view, hits);
         xml(view, hits);
     }
-    if memchr::memchr(b'$', bytes).is_some() {
+    if shape.has(b'$') {
+        log4shell(view, hits);
         nosql_operator(view, hits);
     }
-    if memchr::memchr(b'(', bytes).is_some() && memchr::memchr(b')', bytes).is_some() {
-        ldap(view, hits);
+    let ldap_shaped = shape.has(b'(') && shape.has(b')');
+    let script_shaped = shape.any(const { Shape::bytes(b";&|") });
+    if ldap_shaped || script_shaped {
+        let compact = without_whitespace(view, shape);
+        if ldap_shaped {
+            ldap(&compact, view, hits);
+        }
+        if script_shaped {
+            nosql_javascript(&compact, view, hits);
+        }
     }
-    if memchr::memchr2(b';', b'&', bytes).is_some() || memchr::memchr(b'|', bytes).is_some() {
-        nosql_javascript(view, hits);
-    }
-    if matches!(
-        location,
-        Location::Path
-            | Location::QueryName
-            | Location::QueryValue
-            | Location::Header
-            | Location::Cookie
-    ) {
+    if shape.any(Shape::LINE_BREAK)
+        && matches!(
+            location,
+            Location::Path
+                | Location::QueryName
+                | Location::QueryValue
+                | Location::Header
+                | Location::Cookie
+        )
+    {
         crlf(view, hits);
     }
 }
@@ -48,11 +58,11 @@ fn template(view: &str, hits: &mut Hits) {
         ("[[", "]]"),
     ] {
         let mut from = 0;
-        while let Some(off) = memchr::memmem::find(&bytes[from..], open.as_bytes()) {
+        while let Some(off) = crate::find(&bytes[from..], open.as_bytes()) {
             let start = from + off;
             from = start + open.len();
             let inner_start = start + open.len();
-            let inner_end = memchr::memmem::find(&bytes[inner_start..], close.as_bytes())
+            let inner_end = crate::find(&bytes[inner_start..], close.as_bytes())
                 .map_or(bytes.len(), |o| inner_start + o);
             let inner = &view[inner_start..inner_end];
             if template_code(open, inner, inner_end < bytes.len()) {
@@ -72,11 +82,17 @@ fn template(view: &str, hits: &mut Hits) {
         "th:text",
         "__${",
     ] {
-        if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
+        if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
             hits.add(&rules::SSTI_EXPRESSION, view, pos);
             return;
         }
     }
+}
+
+/// Whether `needle` occurs in `text` right after one of the bytes in `before`.
+fn occurs_after(text: &str, needle: &str, before: &[u8]) -> bool {
+    text.match_indices(needle)
+        .any(|(i, _)| i > 0 && before.contains(&text.as_bytes()[i - 1]))
 }
 
 /// Whether the inside of a template delimiter is code rather than a placeholder name.
@@ -117,9 +133,7 @@ fn template_code(open: &str, inner: &str, closed: bool) -> bool {
         "dump",
     ]
     .iter()
-    .any(|w| {
-        inner.starts_with(w) || inner.contains(&format!(".{w}")) || inner.contains(&format!("|{w}"))
-    });
+    .any(|w| inner.starts_with(w) || occurs_after(inner, w, b".|"));
     let filter = inner.contains("|attr")
         || inner.contains("|filter")
         || inner.contains("|join")
@@ -141,7 +155,7 @@ fn template_code(open: &str, inner: &str, closed: bool) -> bool {
 /// `${jndi:ldap://...}` and its obfuscations (`${${lower:j}ndi:`, `${${::-j}${::-n}di:`).
 fn log4shell(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    let Some(start) = memchr::memmem::find(bytes, b"${") else {
+    let Some(start) = crate::find(bytes, b"${") else {
         return;
     };
     // Keep the letters nested lookups spell: `${lower:j}` -> `j`, `${::-n}` -> `n`,
@@ -172,7 +186,7 @@ fn log4shell(view: &str, hits: &mut Hits) {
     ];
     if lookup
         .iter()
-        .any(|l| spelled.starts_with(l) || spelled.contains(&format!(":{l}")))
+        .any(|l| spelled.starts_with(l) || occurs_after(&spelled, l, b":"))
         || spelled.replace(':', "").contains("jndi")
     {
         hits.add(&rules::LOG4SHELL_LOOKUP, view, start);
@@ -183,7 +197,7 @@ fn log4shell(view: &str, hits: &mut Hits) {
 fn xml(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
     for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
-        if let Some(pos) = memchr::memmem::find(bytes, marker.as_bytes()) {
+        if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
             let rest = &view[pos..];
             if marker != "<!doctype"
                 || rest.contains('[')
@@ -195,11 +209,11 @@ fn xml(view: &str, hits: &mut Hits) {
             }
         }
     }
-    if let Some(pos) = memchr::memmem::find(bytes, b"<?xml") {
+    if let Some(pos) = crate::find(bytes, b"<?xml") {
         hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = memchr::memmem::find(bytes, b"<![cdata[") {
+    } else if let Some(pos) = crate::find(bytes, b"<![cdata[") {
         hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = memchr::memmem::find(bytes, b"%") {
+    } else if let Some(pos) = crate::find(bytes, b"%") {
         // A parameter-entity reference: `%xxe;`.
         let rest = &bytes[pos + 1..];
         let name = rest
@@ -282,25 +296,46 @@ fn nosql_operator(view: &str, hits: &mut Hits) {
     }
 }
 
+/// The value without whitespace, at most 4096 characters, for languages that ignore it;
+/// borrowed when there is none.
+fn without_whitespace(view: &str, shape: Shape) -> Cow<'_, str> {
+    let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII));
+    if !spaced && view.len() <= 4096 {
+        return Cow::Borrowed(view);
+    }
+    Cow::Owned(
+        view.chars()
+            .filter(|c| !c.is_whitespace())
+            .take(4096)
+            .collect(),
+    )
+}
+
+const NOSQL_SCRIPT_MARKERS: &[&str] = &[
+    "this.password",
+    "this.passwordzz",
+    ";return",
+    "db.",
+    "while(",
+    "sleep(",
+    "==",
+    "||1",
+    "&&this.",
+];
+
+/// Where one filter closes and another opens, or a compound filter starts.
+const LDAP_FILTER_MARKERS: &[&str] = &[")(", "(|", "(&", "(!"];
+
+static NOSQL_SCRIPT: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(NOSQL_SCRIPT_MARKERS));
+static LDAP_FILTER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(LDAP_FILTER_MARKERS));
+
 /// JavaScript injected into a MongoDB `$where` or map-reduce: `'; return true; var x='`,
 /// `' && this.password.match(/.*/)//`, `db.users.find()`.
-fn nosql_javascript(view: &str, hits: &mut Hits) {
-    let compact: String = view
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .take(4096)
-        .collect();
-    for marker in [
-        "this.password",
-        "this.passwordzz",
-        ";return",
-        "db.",
-        "while(",
-        "sleep(",
-        "==",
-        "||1",
-        "&&this.",
-    ] {
+fn nosql_javascript(compact: &str, view: &str, hits: &mut Hits) {
+    if NOSQL_SCRIPT.find_iter(compact.as_bytes()).next().is_none() {
+        return;
+    }
+    for &marker in NOSQL_SCRIPT_MARKERS {
         if let Some(pos) = compact.find(marker) {
             let strong = match marker {
                 "db." => {
@@ -331,12 +366,10 @@ fn nosql_javascript(view: &str, hits: &mut Hits) {
 
 /// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
 /// `*(|(mail=*))`.
-fn ldap(view: &str, hits: &mut Hits) {
-    let compact: String = view
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .take(4096)
-        .collect();
+fn ldap(compact: &str, view: &str, hits: &mut Hits) {
+    if LDAP_FILTER.find_iter(compact.as_bytes()).next().is_none() {
+        return;
+    }
     let b = compact.as_bytes();
     if compact.contains("(&)") || compact.contains("(|)") {
         hits.add(&rules::LDAPI_FILTER, view, 0);

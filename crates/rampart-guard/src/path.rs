@@ -1,13 +1,16 @@
 //! Path traversal and local file inclusion, on the path view (URL and overlong decoding done,
 //! backslashes read as separators).
 
+use std::cell::OnceCell;
 use std::sync::LazyLock;
 
 use crate::rules;
+use crate::shape::Shape;
 use crate::{Hits, Patterns};
 
 static SENSITIVE: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SENSITIVE_FILES));
 static WRAPPER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(WRAPPERS));
+static SYSTEM_DIR: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SYSTEM_DIRS));
 
 /// Files and places whose name in a parameter only makes sense as an attempt to read them.
 const SENSITIVE_FILES: &[&str] = &[
@@ -191,29 +194,50 @@ const SYSTEM_ROOTS: &[&str] = &[
     "/lib/",
 ];
 
+/// System directories and drive roots anywhere in a value.
+const SYSTEM_DIRS: &[&str] = &[
+    "/etc/",
+    "/proc/",
+    "/var/",
+    "/usr/",
+    "/sys/",
+    "/dev/",
+    "/tmp/",
+    "/opt/",
+    "c:/",
+    "/windows/",
+    "/winnt/",
+];
+
 /// `raw` is the value before the decoding pipeline: repeated decoding can also destroy a name
 /// (`%%35%%63boot.ini` decodes on to `%cboot.ini`, then to a byte and `oot.ini`).
-pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
+pub(crate) fn scan(view: &str, shape: Shape, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
     let bytes = view.as_bytes();
+    let hex = shape.any(Shape::DIGIT) && crate::find(bytes, b"0x").is_some();
+    if !hex && !shape.any(const { Shape::bytes(b"./:%?") }.with(Shape::NON_ASCII)) {
+        return;
+    }
+    // The view with encoding debris read as separators, built at most once and only when the
+    // plain view shows nothing.
+    let loose = OnceCell::new();
+    let loose_view = || {
+        loose
+            .get_or_init(|| crate::decode::loose_path(view))
+            .as_deref()
+    };
     if let Some(pos) = traversal(bytes) {
         hits.add(&rules::TRAVERSAL_DOTDOT, view, pos);
-    } else if let Some(loose) = crate::decode::loose_path(view)
+    } else if let Some(loose) = loose_view()
         && let Some(pos) = traversal(loose.as_bytes())
     {
-        hits.add(&rules::TRAVERSAL_DOTDOT, &loose, pos);
-    }
-    let path_like = bytes
-        .iter()
-        .any(|b| matches!(b, b'.' | b'/' | b':' | b'%' | b'?') || !b.is_ascii());
-    if !path_like && memchr::memmem::find(bytes, b"0x").is_none() {
-        return;
+        hits.add(&rules::TRAVERSAL_DOTDOT, loose, pos);
     }
     if let Some(pos) = sensitive_file(bytes) {
         hits.add(&rules::LFI_OS_FILE, view, pos);
-    } else if let Some(loose) = crate::decode::loose_path(view)
+    } else if let Some(loose) = loose_view()
         && let Some(pos) = sensitive_file(loose.as_bytes())
     {
-        hits.add(&rules::LFI_OS_FILE, &loose, pos);
+        hits.add(&rules::LFI_OS_FILE, loose, pos);
     } else if memchr::memchr(b'%', raw.as_bytes()).is_some()
         && let Some(loose) = crate::decode::loose_path(&raw.to_ascii_lowercase())
         && let Some(pos) = sensitive_file(loose.as_bytes())
@@ -226,36 +250,27 @@ pub fn scan(view: &str, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
     {
         hits.add(&rules::LFI_WRAPPER, view, pos);
     }
+    if raw_had_nul && shape.any(const { Shape::bytes(b"./") }) {
+        hits.add(&rules::LFI_NULL_BYTE, view, 0);
+    }
+    if !shape.has(b'/') {
+        return;
+    }
     let trimmed = view.trim_start_matches(['"', '\'', ' ']);
-    if SYSTEM_ROOTS.iter().any(|root| {
-        trimmed.starts_with(root) || trimmed.strip_prefix(root.trim_end_matches('/')) == Some("")
-    }) || windows_drive_path(trimmed)
+    if trimmed.starts_with('/')
+        && SYSTEM_ROOTS.iter().any(|root| {
+            trimmed.starts_with(root)
+                || trimmed.strip_prefix(root.trim_end_matches('/')) == Some("")
+        })
+        || windows_drive_path(trimmed)
     {
         hits.add(&rules::LFI_OS_FILE, view, 0);
     }
-    if raw_had_nul && (view.contains('.') || view.contains('/')) {
-        hits.add(&rules::LFI_NULL_BYTE, view, 0);
-    }
     // Absolute paths into system directories and drive roots: weak alone.
-    for dir in [
-        "/etc/",
-        "/proc/",
-        "/var/",
-        "/usr/",
-        "/sys/",
-        "/dev/",
-        "/tmp/",
-        "/opt/",
-        "c:/",
-        "/windows/",
-        "/winnt/",
-    ] {
-        if let Some(pos) = memchr::memmem::find(bytes, dir.as_bytes())
-            && (pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/'))
-        {
-            hits.add(&rules::LFI_SYSTEM_DIR, view, pos);
-            break;
-        }
+    if let Some((_, pos)) = SYSTEM_DIR.find_iter(bytes).find(|(dir, pos)| {
+        *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/')
+    }) {
+        hits.add(&rules::LFI_SYSTEM_DIR, view, pos);
     }
 }
 
@@ -285,7 +300,7 @@ fn sensitive_file(bytes: &[u8]) -> Option<usize> {
 /// accept (`....//`, `..;/`, `..%00/`, control characters between the dots and the slash).
 fn traversal(bytes: &[u8]) -> Option<usize> {
     let mut from = 0;
-    while let Some(off) = memchr::memmem::find(&bytes[from..], b"..") {
+    while let Some(off) = crate::find(&bytes[from..], b"..") {
         let at = from + off;
         let mut end = at + 2;
         while end < bytes.len() && bytes[end] == b'.' {

@@ -6,6 +6,7 @@
 
 use crate::Hits;
 use crate::rules::{self, Rule};
+use crate::shape::Shape;
 
 /// Tokens beyond this are not analysed; the limit keeps the analysis linear and attacks put
 /// their structure in the first tokens.
@@ -283,7 +284,7 @@ impl<'a> Lexer<'a> {
                 Kind::Comment
             }
             b'/' if s.get(start + 1) == Some(&b'*') => {
-                match memchr::memmem::find(&s[start + 2..], b"*/") {
+                match crate::find(&s[start + 2..], b"*/") {
                     Some(off) => self.pos = start + 2 + off + 2,
                     None => self.pos = s.len(),
                 }
@@ -466,7 +467,7 @@ impl<'a> Lexer<'a> {
                 i += 1;
             }
             if s[i.min(s.len())..].starts_with(b"/*") {
-                match memchr::memmem::find(&s[i + 2..], b"*/") {
+                match crate::find(&s[i + 2..], b"*/") {
                     Some(off) => i += 2 + off + 2,
                     None => return false,
                 }
@@ -495,31 +496,38 @@ enum Context {
     Quoted,
 }
 
-pub fn scan(view: &str, hits: &mut Hits) {
-    let bytes = view.as_bytes();
-    // Nothing SQL can be said without a space, an operator, a quote or a parenthesis.
-    if bytes
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'@' | b'-'))
-    {
-        return;
-    }
-    // `1+union+select+1`: a form-encoded space that reached us undecoded.
-    if memchr::memchr(b'+', bytes).is_some() && !bytes.iter().any(|b| is_space(*b)) {
-        scan_text(&view.replace('+', " "), hits);
-    }
-    scan_text(view, hits);
+/// Buffers the analysis reuses from value to value.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    tokens: Vec<Token>,
+    kinds: Vec<Kind>,
+    starts: Vec<usize>,
 }
 
-fn scan_text(view: &str, hits: &mut Hits) {
+pub(crate) fn scan(view: &str, shape: Shape, hits: &mut Hits) {
+    // Nothing SQL can be said without a space, an operator, a quote or a parenthesis.
+    if shape.within(Shape::WORD.with(const { Shape::bytes(b".@-") })) {
+        return;
+    }
+    let mut scratch = std::mem::take(&mut hits.sql);
+    // `1+union+select+1`: a form-encoded space that reached us undecoded.
+    let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK))
+        || shape.any(Shape::NON_ASCII) && memchr::memchr(0xa0, view.as_bytes()).is_some();
+    if shape.has(b'+') && !spaced {
+        scan_text(&view.replace('+', " "), hits, &mut scratch);
+    }
+    scan_text(view, hits, &mut scratch);
+    hits.sql = scratch;
+}
+
+fn scan_text(view: &str, hits: &mut Hits, scratch: &mut Scratch) {
     let bytes = view.as_bytes();
-    let mut tokens = Vec::new();
-    tokenize(view, 0, &mut tokens);
-    analyse(view, &tokens, Context::Bare, hits);
+    tokenize(view, 0, &mut scratch.tokens);
+    analyse(view, Context::Bare, hits, scratch);
     for quote in [b'\'', b'"'] {
         if let Some(at) = memchr::memchr(quote, bytes) {
-            tokenize(view, at + 1, &mut tokens);
-            analyse(view, &tokens, Context::Quoted, hits);
+            tokenize(view, at + 1, &mut scratch.tokens);
+            analyse(view, Context::Quoted, hits, scratch);
         }
     }
 }
@@ -539,12 +547,19 @@ fn is_literal(kind: Kind) -> bool {
     )
 }
 
-fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
+fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch) {
+    let tokens = &scratch.tokens;
     if tokens.is_empty() {
         return;
     }
-    let t: Vec<Kind> = without_comments(tokens).map(|(_, t)| t.kind).collect();
-    let pos: Vec<usize> = without_comments(tokens).map(|(_, t)| t.start).collect();
+    scratch.kinds.clear();
+    scratch.starts.clear();
+    for (_, token) in without_comments(tokens) {
+        scratch.kinds.push(token.kind);
+        scratch.starts.push(token.start);
+    }
+    let t = &scratch.kinds[..];
+    let pos = &scratch.starts[..];
     let at = |i: usize| t.get(i).copied();
     let hit = |hits: &mut Hits, rule: &'static Rule, i: usize| {
         let start = pos.get(i).copied().unwrap_or(0);
@@ -570,7 +585,7 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                         )
                     }
                     Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select)) => {
-                        select_is_sql(&t, j)
+                        select_is_sql(t, j)
                             || matches!(at(j + 1), None | Some(Kind::Word(_)))
                                 && matches!(
                                     at(j + 2),
@@ -583,7 +598,7 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                     hit(hits, &rules::SQLI_UNION, i);
                 }
             }
-            Kind::Semi if stacked_statement(view, &t, &pos, i + 1) => {
+            Kind::Semi if stacked_statement(view, t, pos, i + 1) => {
                 hit(hits, &rules::SQLI_STACKED, i)
             }
             Kind::Func(Kw::DangerousFn) => hit(hits, &rules::SQLI_DANGEROUS_FN, i),
@@ -618,10 +633,10 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                     hit(hits, &rules::SQLI_CHAR_CONCAT, i);
                 }
             }
-            Kind::Word(Kw::Select) | Kind::Func(Kw::Select) if select_is_sql(&t, i) => {
+            Kind::Word(Kw::Select) | Kind::Func(Kw::Select) if select_is_sql(t, i) => {
                 hit(hits, &rules::SQLI_SELECT, i)
             }
-            Kind::Word(Kw::Statement) if data_statement(view, &t, &pos, i) => {
+            Kind::Word(Kw::Statement) if data_statement(view, t, pos, i) => {
                 hit(hits, &rules::SQLI_STATEMENT, i)
             }
             // `and ascii(substring(...))`, `or (select ...)`
@@ -735,7 +750,7 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
                 Some(Kind::Num | Kind::Word(Kw::Ident) | Kind::Func(_))
             );
             let after = if matches!(at(k + 2), Some(Kind::Func(_))) {
-                skip_parens(&t, k + 3)
+                skip_parens(t, k + 3)
             } else {
                 k + 3
             };
@@ -762,7 +777,7 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
         Some(Kind::Word(Kw::Where | Kw::Having))
             if context == Context::Quoted || numeric_prefix =>
         {
-            if let Some(tail) = expression(&t, k)
+            if let Some(tail) = expression(t, k)
                 && tail.comparison
             {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
@@ -792,7 +807,7 @@ fn analyse(view: &str, tokens: &[Token], context: Context, hits: &mut Hits) {
             hit(hits, &rules::SQLI_BREAKOUT_OPERATOR, breakout);
         }
         Some(first) if is_binary_operator(first) => {
-            let Some(tail) = expression(&t, k) else {
+            let Some(tail) = expression(t, k) else {
                 return;
             };
             let terminated = ends_in_comment && tail.end == t.len();

@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 
 use crate::rules;
+use crate::shape::Shape;
 use crate::{Hits, Patterns};
 
 static PROBE_CALL: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(JS_PROBE_CALLS));
@@ -237,23 +238,25 @@ const JS_SINKS: &[&str] = &[
     "print(",
 ];
 
-pub fn scan(view: &str, hits: &mut Hits) {
+pub(crate) fn scan(view: &str, shape: Shape, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    let mut i = 0;
-    while let Some(off) = memchr::memchr(b'<', &bytes[i..]) {
-        let at = i + off;
-        // Every `<` is read as a tag start, also one inside another tag's attribute value
-        // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
-        tag(view, at, hits);
-        i = at + 1;
+    if shape.has(b'<') {
+        let mut i = 0;
+        while let Some(off) = memchr::memchr(b'<', &bytes[i..]) {
+            let at = i + off;
+            // Every `<` is read as a tag start, also one inside another tag's attribute value
+            // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
+            tag(view, at, hits);
+            i = at + 1;
+        }
     }
-    if memchr::memchr(b':', bytes).is_some() {
+    if shape.has(b':') {
         script_urls(view, hits);
     }
-    if memchr::memchr(b'=', bytes).is_some() {
+    if shape.has(b'=') {
         injected_handlers(view, hits);
     }
-    if memchr::memchr2(b'(', b'.', bytes).is_some() || memchr::memchr(b'[', bytes).is_some() {
+    if shape.any(const { Shape::bytes(b"(.[") }) {
         if let Some((_, pos)) = PROBE_CALL.find_iter(bytes).find(|(_, pos)| {
             *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
         }) {
@@ -505,7 +508,7 @@ fn script_urls(view: &str, hits: &mut Hits) {
 fn injected_handlers(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
     let mut from = 0;
-    while let Some(off) = memchr::memmem::find(&bytes[from..], b"on") {
+    while let Some(off) = crate::find(&bytes[from..], b"on") {
         let start = from + off;
         from = start + 2;
         let before_ok = start == 0

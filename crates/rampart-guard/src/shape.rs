@@ -1,0 +1,121 @@
+//! Which kinds of byte a value holds, read in one pass with one table lookup per byte. Every
+//! detector needs some character to say anything (a tag needs `<`, a traversal `.`, a
+//! substitution `` ` `` or `$`), so a value whose shape lacks them skips that detector without
+//! searching it again. Most request values are plain words and never reach a detector.
+
+/// A set of byte classes: one bit for each ASCII punctuation character, and one each for
+/// lower-case letters, upper-case letters, digits, spaces, `\r`, `\n`, other control bytes
+/// and non-ASCII bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Shape(u64);
+
+const PUNCTUATION: &[u8; 32] = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~";
+const LOWER: u64 = 1 << 32;
+const UPPER: u64 = 1 << 33;
+const DIGIT: u64 = 1 << 34;
+const SPACE: u64 = 1 << 35;
+const CR: u64 = 1 << 36;
+const LF: u64 = 1 << 37;
+const CONTROL: u64 = 1 << 38;
+const NON_ASCII: u64 = 1 << 39;
+
+const fn class(b: u8) -> u64 {
+    match b {
+        b'a'..=b'z' => LOWER,
+        b'A'..=b'Z' => UPPER,
+        b'0'..=b'9' => DIGIT,
+        b' ' | b'\t' | 0x0b | 0x0c => SPACE,
+        b'\r' => CR,
+        b'\n' => LF,
+        0x00..=0x1f | 0x7f => CONTROL,
+        0x80..=0xff => NON_ASCII,
+        _ => {
+            let mut i = 0;
+            while i < PUNCTUATION.len() {
+                if PUNCTUATION[i] == b {
+                    return 1 << i;
+                }
+                i += 1;
+            }
+            unreachable!()
+        }
+    }
+}
+
+static CLASS: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = class(b as u8);
+        b += 1;
+    }
+    table
+};
+
+impl Shape {
+    /// Letters, digits and `_`: a value of these alone is one word.
+    pub const WORD: Shape = Shape(LOWER | UPPER | DIGIT | class(b'_'));
+    pub const UPPER: Shape = Shape(UPPER);
+    pub const DIGIT: Shape = Shape(DIGIT);
+    pub const SPACE: Shape = Shape(SPACE);
+    pub const LINE_BREAK: Shape = Shape(CR | LF);
+    pub const CONTROL: Shape = Shape(CONTROL);
+    pub const NON_ASCII: Shape = Shape(NON_ASCII);
+
+    pub fn of(text: &str) -> Shape {
+        let mut mask = 0;
+        for &b in text.as_bytes() {
+            mask |= CLASS[usize::from(b)];
+        }
+        Shape(mask)
+    }
+
+    /// The classes of these bytes.
+    pub const fn bytes(bytes: &[u8]) -> Shape {
+        let mut mask = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            mask |= class(bytes[i]);
+            i += 1;
+        }
+        Shape(mask)
+    }
+
+    pub const fn with(self, other: Shape) -> Shape {
+        Shape(self.0 | other.0)
+    }
+
+    /// Whether the value holds a byte of this one's class.
+    pub fn has(self, b: u8) -> bool {
+        self.0 & CLASS[usize::from(b)] != 0
+    }
+
+    /// Whether the value holds a byte of any of these classes.
+    pub fn any(self, classes: Shape) -> bool {
+        self.0 & classes.0 != 0
+    }
+
+    /// Whether the value holds no byte outside these classes.
+    pub fn within(self, classes: Shape) -> bool {
+        self.0 & !classes.0 == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_are_told_apart() {
+        let shape = Shape::of("ab'<");
+        assert!(shape.has(b'\'') && shape.has(b'<') && shape.has(b'z'));
+        assert!(!shape.has(b'"') && !shape.has(b'A') && !shape.has(b'>'));
+        assert!(Shape::of("Hello_42").within(Shape::WORD));
+        assert!(!Shape::of("hello world").within(Shape::WORD));
+        assert!(Shape::of("é").any(Shape::NON_ASCII));
+        assert!(Shape::of("a\r\n").any(Shape::LINE_BREAK));
+        assert!(Shape::of("\0").any(Shape::CONTROL));
+        assert!(Shape::of("x y").any(Shape::bytes(b"; ")));
+        assert!(!Shape::of("xy").any(Shape::bytes(b"; ")));
+    }
+}
