@@ -27,11 +27,11 @@ pub fn base(input: &str) -> Cow<'_, str> {
 /// [`base`] for a caller that has the input's shape already.
 pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     let bytes = input.as_bytes();
-    let plain = !shape.any(
-        Shape::NON_ASCII
-            .with(Shape::UPPER)
-            .with(const { Shape::bytes(b"%") }),
-    ) && !(shape.any(Shape::CONTROL) && memchr::memchr(0, bytes).is_some());
+    let decodable = Shape::NON_ASCII
+        .with(Shape::UPPER)
+        .with(const { Shape::bytes(b"%") });
+    let plain =
+        !(shape.any(decodable) || shape.any(Shape::CONTROL) && memchr::memchr(0, bytes).is_some());
     if plain {
         return Cow::Borrowed(input);
     }
@@ -41,13 +41,7 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
         input.to_owned()
     };
     if !text.is_ascii() {
-        // Most non-ASCII text (accented letters) is already in NFKC; the quick check tells
-        // without normalizing.
-        if unicode_normalization::is_nfkc_quick(text.chars()) == IsNormalized::Yes {
-            text.retain(|c| !is_invisible(c));
-        } else {
-            text = text.nfkc().filter(|c| !is_invisible(*c)).collect();
-        }
+        text = nfkc_visible(&text);
         if text.contains('%') {
             text = url_decode_repeated(text.as_bytes());
         }
@@ -57,6 +51,33 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     }
     text.make_ascii_lowercase();
     Cow::Owned(text)
+}
+
+/// NFKC without the invisible characters. Only the non-ASCII runs are normalized, each with
+/// the ASCII character before it (a combining mark composes with it): ASCII decomposes to
+/// itself and never composes with what precedes it, so the rest is copied as it is.
+fn nfkc_visible(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while let Some(off) = bytes[i..].iter().position(|b| !b.is_ascii()) {
+        let run = i + off;
+        let segment = if off > 0 { run - 1 } else { run };
+        let run_end = bytes[run..]
+            .iter()
+            .position(u8::is_ascii)
+            .map_or(bytes.len(), |o| run + o);
+        out.push_str(&text[i..segment]);
+        let part = &text[segment..run_end];
+        if unicode_normalization::is_nfkc_quick(part.chars()) == IsNormalized::Yes {
+            out.extend(part.chars().filter(|c| !is_invisible(*c)));
+        } else {
+            out.extend(part.nfkc().filter(|c| !is_invisible(*c)));
+        }
+        i = run_end;
+    }
+    out.push_str(&text[i..]);
+    out
 }
 
 /// Characters that render as nothing and are used to split keywords (`sel\u{200b}ect`).
@@ -196,20 +217,27 @@ pub(crate) fn markup_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
     if !has_amp && !has_backslash {
         return Cow::Borrowed(base);
     }
-    let mut text = base.to_owned();
+    // A `&` that starts no reference changes nothing, and then the view is the base itself.
+    let mut decoded: Option<String> = None;
     if has_amp {
         for _ in 0..ENTITY_ROUNDS {
-            match decode_entities(&text) {
-                Some(decoded) => text = decoded,
+            match decode_entities(decoded.as_deref().unwrap_or(base)) {
+                Some(text) => decoded = Some(text),
                 None => break,
             }
         }
     }
-    if text.contains('\\') {
-        text = decode_script_escapes(&text);
+    let current = decoded.as_deref().unwrap_or(base);
+    if current.contains('\\') {
+        decoded = Some(decode_script_escapes(current));
     }
-    text.make_ascii_lowercase();
-    Cow::Owned(text)
+    match decoded {
+        Some(mut text) => {
+            text.make_ascii_lowercase();
+            Cow::Owned(text)
+        }
+        None => Cow::Borrowed(base),
+    }
 }
 
 const NAMED_ENTITIES: &[(&str, char)] = &[
@@ -564,6 +592,32 @@ mod tests {
     }
 
     #[test]
+    fn normalizing_runs_equals_normalizing_the_whole() {
+        for text in [
+            "Calle de Alcalá 42, 3º izquierda",
+            "cafe\u{301} and e\u{301}\u{327}t\u{e9}",
+            "\u{ff1c}script\u{ff1e} x\u{fb00}y",
+            "\u{1100}\u{1161}\u{11a8} a\u{300}\u{300}b",
+            "\u{e9}",
+            "a\u{200b}b\u{300}",
+            "\u{2126}\u{212b}A\u{30a}",
+        ] {
+            let whole: String = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+            assert_eq!(nfkc_visible(text), whole, "{text:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn normalizing_runs_equals_normalizing_the_whole_for_any_text(
+            text in "[a-zA-Z .\u{300}-\u{36f}\u{ff01}-\u{ff5e}\u{1100}-\u{11ff}\u{ac00}-\u{ac10}\u{e0}-\u{ff}\u{200b}\u{fb00}-\u{fb06}]{0,24}|\\PC{0,24}"
+        ) {
+            let whole: String = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+            proptest::prop_assert_eq!(nfkc_visible(&text), whole);
+        }
+    }
+
+    #[test]
     fn nul_and_invisible_characters_are_removed_and_case_folded() {
         assert_eq!(base("SEL%00ECT"), "select");
         assert_eq!(base("un\u{200b}ion"), "union");
@@ -578,7 +632,8 @@ mod tests {
         assert_eq!(markup("\\x3cimg\\u003e\\u{3c}"), "<img><");
         assert_eq!(markup("\\3c svg"), "<svg");
         assert_eq!(markup("a\\lert"), "alert");
-        assert_eq!(markup("AT&T"), "at&t");
+        // The base view is already lower case; a `&` that starts no reference changes nothing.
+        assert!(matches!(markup("at&t"), Cow::Borrowed("at&t")));
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub enum Location {
 pub struct Hits {
     list: Vec<Hit>,
     sql: sqli::Scratch,
+    text: String,
 }
 
 #[derive(Debug)]
@@ -111,7 +112,9 @@ pub(crate) struct Patterns {
 
 impl Patterns {
     pub(crate) fn new(patterns: &'static [&'static str]) -> Self {
+        // A DFA: the lists are small, so its memory is too, and it is the fastest per byte.
         let automaton = aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
             .match_kind(aho_corasick::MatchKind::LeftmostLongest)
             .build(patterns)
             .expect("literal patterns build");
@@ -134,19 +137,29 @@ impl Patterns {
 
 /// A fixed list of words, looked up by hash. The hasher is fixed, not random: the set never
 /// grows from input, so input cannot make its buckets collide.
-pub(crate) struct Words(HashSet<&'static str, foldhash::fast::FixedState>);
+pub(crate) struct Words {
+    set: HashSet<&'static str, foldhash::fast::FixedState>,
+    /// Longer text is no word of the list and is not hashed.
+    longest: usize,
+}
 
 impl Words {
     pub(crate) fn new(words: &[&'static str]) -> Self {
-        Words(words.iter().copied().collect())
+        Words {
+            set: words.iter().copied().collect(),
+            longest: words.iter().map(|w| w.len()).max().unwrap_or(0),
+        }
     }
 
     pub(crate) fn get(&self, word: &str) -> Option<&'static str> {
-        self.0.get(word).copied()
+        if word.len() > self.longest {
+            return None;
+        }
+        self.set.get(word).copied()
     }
 
     pub(crate) fn contains(&self, word: &str) -> bool {
-        self.0.contains(word)
+        self.get(word).is_some()
     }
 }
 
@@ -184,17 +197,21 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     let raw = Shape::of(value);
     // One word says nothing in any of the languages below, unless it spells a path in hex
     // (`0x2e0x2e0x2f`).
-    if raw.within(Shape::WORD) && !value.contains("0x") && !value.contains("0X") {
+    if raw.within(Shape::WORD)
+        && !(raw.any(Shape::DIGIT)
+            && value
+                .as_bytes()
+                .windows(2)
+                .any(|w| w[0] == b'0' && w[1].eq_ignore_ascii_case(&b'x')))
+    {
         return;
     }
     let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
         || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
-    let base = decode::base_shaped(value, raw);
-    let shape = view_shape(&base, raw);
+    let (base, shape) = with_shape(decode::base_shaped(value, raw), raw);
     sqli::scan(&base, shape, hits);
     if location != Location::Path || shape.any(const { Shape::bytes(b"<\"':") }) {
-        let markup = decode::markup_shaped(&base, shape);
-        let markup_shape = view_shape(&markup, shape);
+        let (markup, markup_shape) = with_shape(decode::markup_shaped(&base, shape), shape);
         xss::scan(&markup, markup_shape, hits);
         misc::scan(&markup, markup_shape, location, hits);
         if let Cow::Owned(_) = markup {
@@ -202,20 +219,19 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
             sqli::scan(&markup, markup_shape, hits);
         }
     }
-    let path_view = decode::path_shaped(&base, shape);
-    let path_shape = view_shape(&path_view, shape);
+    let (path_view, path_shape) = with_shape(decode::path_shaped(&base, shape), shape);
     path::scan(&path_view, path_shape, value, raw_had_nul, hits);
-    let shell_view = decode::shell_shaped(&base, shape);
-    let shell_shape = view_shape(&shell_view, shape);
+    let (shell_view, shell_shape) = with_shape(decode::shell_shaped(&base, shape), shape);
     cmdi::scan(&base, shape, &shell_view, shell_shape, hits);
 }
 
 /// A decoding step borrows its input when it changes nothing, and then the shape is the same.
-fn view_shape(view: &Cow<'_, str>, input_shape: Shape) -> Shape {
-    match view {
+fn with_shape(view: Cow<'_, str>, input_shape: Shape) -> (Cow<'_, str>, Shape) {
+    let shape = match &view {
         Cow::Borrowed(_) => input_shape,
         Cow::Owned(text) => Shape::of(text),
-    }
+    };
+    (view, shape)
 }
 
 /// A rule that matched and counts under the policy.

@@ -1,7 +1,6 @@
 //! The smaller languages: template expressions, NoSQL operators, LDAP filters, XML entities,
 //! Log4j lookups and header injection.
 
-use std::borrow::Cow;
 use std::sync::LazyLock;
 
 use crate::rules;
@@ -20,13 +19,15 @@ pub(crate) fn scan(view: &str, shape: Shape, location: Location, hits: &mut Hits
     let ldap_shaped = shape.has(b'(') && shape.has(b')');
     let script_shaped = shape.any(const { Shape::bytes(b";&|") });
     if ldap_shaped || script_shaped {
-        let compact = without_whitespace(view, shape);
+        let mut buffer = std::mem::take(&mut hits.text);
+        let compact = without_whitespace(view, shape, &mut buffer);
         if ldap_shaped {
-            ldap(&compact, view, hits);
+            ldap(compact, view, hits);
         }
         if script_shaped {
-            nosql_javascript(&compact, view, hits);
+            nosql_javascript(compact, view, hits);
         }
+        hits.text = buffer;
     }
     if shape.any(Shape::LINE_BREAK)
         && matches!(
@@ -296,19 +297,16 @@ fn nosql_operator(view: &str, hits: &mut Hits) {
     }
 }
 
-/// The value without whitespace, at most 4096 characters, for languages that ignore it;
-/// borrowed when there is none.
-fn without_whitespace(view: &str, shape: Shape) -> Cow<'_, str> {
+/// The value without whitespace, at most 4096 characters, for languages that ignore it: the
+/// value itself when it has none, else written into `buffer`.
+fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -> &'a str {
     let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII));
     if !spaced && view.len() <= 4096 {
-        return Cow::Borrowed(view);
+        return view;
     }
-    Cow::Owned(
-        view.chars()
-            .filter(|c| !c.is_whitespace())
-            .take(4096)
-            .collect(),
-    )
+    buffer.clear();
+    buffer.extend(view.chars().filter(|c| !c.is_whitespace()).take(4096));
+    buffer
 }
 
 const NOSQL_SCRIPT_MARKERS: &[&str] = &[

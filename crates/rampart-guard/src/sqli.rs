@@ -4,6 +4,9 @@
 //! context the input's text up to the first quote of that kind is the end of the application's
 //! string; what follows is what the attacker adds to the query.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use crate::Hits;
 use crate::rules::{self, Rule};
 use crate::shape::Shape;
@@ -94,123 +97,232 @@ enum Kw {
     Schema,
 }
 
+/// Words with a meaning in SQL, by what they are.
+const KEYWORDS: &[(Kw, &[&str])] = &[
+    (Kw::Union, &["union"]),
+    (Kw::Select, &["select"]),
+    (Kw::From, &["from"]),
+    (Kw::Where, &["where"]),
+    (Kw::Order, &["order"]),
+    (Kw::Group, &["group"]),
+    (Kw::By, &["by"]),
+    (Kw::Having, &["having"]),
+    (Kw::Limit, &["limit"]),
+    (Kw::Offset, &["offset"]),
+    (Kw::Into, &["into"]),
+    (Kw::Outfile, &["outfile", "dumpfile"]),
+    (Kw::Procedure, &["procedure"]),
+    (Kw::All, &["all"]),
+    (Kw::Distinct, &["distinct", "distinctrow"]),
+    (Kw::Top, &["top"]),
+    (Kw::Null, &["null"]),
+    (Kw::Bool, &["true", "false"]),
+    (Kw::Not, &["not"]),
+    (Kw::And, &["and"]),
+    (Kw::Or, &["or", "xor"]),
+    (Kw::Like, &["like", "rlike", "regexp", "glob", "sounds"]),
+    (Kw::Between, &["between"]),
+    (Kw::In, &["in"]),
+    (Kw::Is, &["is"]),
+    (Kw::Case, &["case"]),
+    (Kw::When, &["when"]),
+    (Kw::Then, &["then"]),
+    (Kw::Else, &["else"]),
+    (Kw::End, &["end"]),
+    (Kw::As, &["as"]),
+    (Kw::Join, &["join"]),
+    (
+        Kw::Statement,
+        &[
+            "insert",
+            "update",
+            "delete",
+            "drop",
+            "create",
+            "alter",
+            "truncate",
+            "declare",
+            "shutdown",
+            "grant",
+            "revoke",
+            "replace",
+            "rename",
+            "handler",
+            "call",
+            "load",
+            "set",
+            "begin",
+            "commit",
+            "rollback",
+            "use",
+            "show",
+            "describe",
+            "merge",
+            "backup",
+            "restore",
+            "kill",
+            "reconfigure",
+        ],
+    ),
+    (Kw::Exec, &["exec", "execute"]),
+    (Kw::Waitfor, &["waitfor"]),
+    (Kw::Delay, &["delay", "time"]),
+    (
+        Kw::DangerousFn,
+        &[
+            "sleep",
+            "benchmark",
+            "pg_sleep",
+            "pg_read_file",
+            "pg_ls_dir",
+            "load_file",
+            "extractvalue",
+            "updatexml",
+            "xp_cmdshell",
+            "xp_dirtree",
+            "xp_regread",
+            "sys_eval",
+            "sys_exec",
+            "randomblob",
+            "name_const",
+            "geometrycollection",
+            "multipoint",
+            "polygon",
+            "linestring",
+            "multilinestring",
+            "multipolygon",
+            "exp",
+            "utl_http.request",
+            "utl_inaddr.get_host_address",
+            "dbms_pipe.receive_message",
+            "dbms_lock.sleep",
+            "ctxsys.drithsx.sn",
+            "dbms_xmlgen.getxml",
+            "lo_import",
+            "lo_export",
+            "openrowset",
+            "opendatasource",
+        ],
+    ),
+    (
+        Kw::ProbeFn,
+        &[
+            "ascii",
+            "substring",
+            "substr",
+            "mid",
+            "length",
+            "len",
+            "ord",
+            "if",
+            "iif",
+            "ifnull",
+            "isnull",
+            "nullif",
+            "coalesce",
+            "count",
+            "cast",
+            "convert",
+            "version",
+            "database",
+            "user",
+            "current_user",
+            "system_user",
+            "session_user",
+            "schema",
+            "db_name",
+            "user_name",
+            "hex",
+            "unhex",
+            "md5",
+            "sha1",
+            "left",
+            "right",
+            "instr",
+            "locate",
+            "position",
+            "elt",
+            "make_set",
+            "floor",
+            "rand",
+            "row",
+            "concat",
+            "concat_ws",
+            "group_concat",
+            "string_agg",
+            "listagg",
+            "is_srvrolemember",
+            "has_dbaccess",
+            "bin",
+            "char_length",
+            "reverse",
+            "strcmp",
+            "lower",
+            "upper",
+            "trim",
+            "now",
+            "rownum",
+            "unicode",
+        ],
+    ),
+    (Kw::CharFn, &["char", "chr", "nchar"]),
+    (
+        Kw::Schema,
+        &[
+            "information_schema",
+            "sysobjects",
+            "syscolumns",
+            "sysdatabases",
+            "sysusers",
+            "pg_catalog",
+            "pg_shadow",
+            "pg_user",
+            "sqlite_master",
+            "sqlite_schema",
+            "all_tables",
+            "user_tables",
+            "all_users",
+            "dba_users",
+            "msysobjects",
+            "msysaccessobjects",
+            "mysql.user",
+            "master..sysdatabases",
+            "sys.tables",
+            "sys.objects",
+            "sys.databases",
+            "sys.sql_logins",
+            "dual",
+        ],
+    ),
+];
+
+static KEYWORD: LazyLock<HashMap<&'static str, Kw, foldhash::fast::FixedState>> =
+    LazyLock::new(|| {
+        KEYWORDS
+            .iter()
+            .flat_map(|(kw, words)| words.iter().map(move |w| (*w, *kw)))
+            .collect()
+    });
+
+/// Most words in a value are not SQL: one hash lookup tells, and only names with `_` or `.`
+/// are checked against the catalogue prefixes.
 fn keyword(word: &str) -> Kw {
-    match word {
-        "union" => Kw::Union,
-        "select" => Kw::Select,
-        "from" => Kw::From,
-        "where" => Kw::Where,
-        "order" => Kw::Order,
-        "group" => Kw::Group,
-        "by" => Kw::By,
-        "having" => Kw::Having,
-        "limit" => Kw::Limit,
-        "offset" => Kw::Offset,
-        "into" => Kw::Into,
-        "outfile" | "dumpfile" => Kw::Outfile,
-        "procedure" => Kw::Procedure,
-        "all" => Kw::All,
-        "distinct" | "distinctrow" => Kw::Distinct,
-        "top" => Kw::Top,
-        "null" => Kw::Null,
-        "true" | "false" => Kw::Bool,
-        "not" => Kw::Not,
-        "and" => Kw::And,
-        "or" | "xor" => Kw::Or,
-        "like" | "rlike" | "regexp" | "glob" | "sounds" => Kw::Like,
-        "between" => Kw::Between,
-        "in" => Kw::In,
-        "is" => Kw::Is,
-        "case" => Kw::Case,
-        "when" => Kw::When,
-        "then" => Kw::Then,
-        "else" => Kw::Else,
-        "end" => Kw::End,
-        "as" => Kw::As,
-        "join" => Kw::Join,
-        "insert" | "update" | "delete" | "drop" | "create" | "alter" | "truncate" | "declare"
-        | "shutdown" | "grant" | "revoke" | "replace" | "rename" | "handler" | "call" | "load"
-        | "set" | "begin" | "commit" | "rollback" | "use" | "show" | "describe" | "merge"
-        | "backup" | "restore" | "kill" | "reconfigure" => Kw::Statement,
-        "exec" | "execute" => Kw::Exec,
-        "waitfor" => Kw::Waitfor,
-        "delay" | "time" => Kw::Delay,
-        "sleep"
-        | "benchmark"
-        | "pg_sleep"
-        | "pg_read_file"
-        | "pg_ls_dir"
-        | "load_file"
-        | "extractvalue"
-        | "updatexml"
-        | "xp_cmdshell"
-        | "xp_dirtree"
-        | "xp_regread"
-        | "sys_eval"
-        | "sys_exec"
-        | "randomblob"
-        | "name_const"
-        | "geometrycollection"
-        | "multipoint"
-        | "polygon"
-        | "linestring"
-        | "multilinestring"
-        | "multipolygon"
-        | "exp"
-        | "utl_http.request"
-        | "utl_inaddr.get_host_address"
-        | "dbms_pipe.receive_message"
-        | "dbms_lock.sleep"
-        | "ctxsys.drithsx.sn"
-        | "dbms_xmlgen.getxml"
-        | "lo_import"
-        | "lo_export"
-        | "openrowset"
-        | "opendatasource" => Kw::DangerousFn,
-        "ascii" | "substring" | "substr" | "mid" | "length" | "len" | "ord" | "if" | "iif"
-        | "ifnull" | "isnull" | "nullif" | "coalesce" | "count" | "cast" | "convert"
-        | "version" | "database" | "user" | "current_user" | "system_user" | "session_user"
-        | "schema" | "db_name" | "user_name" | "hex" | "unhex" | "md5" | "sha1" | "left"
-        | "right" | "instr" | "locate" | "position" | "elt" | "make_set" | "floor" | "rand"
-        | "row" | "concat" | "concat_ws" | "group_concat" | "string_agg" | "listagg"
-        | "is_srvrolemember" | "has_dbaccess" | "bin" | "char_length" | "reverse" | "strcmp"
-        | "lower" | "upper" | "trim" | "now" | "rownum" | "unicode" => Kw::ProbeFn,
-        "char" | "chr" | "nchar" => Kw::CharFn,
-        "information_schema"
-        | "sysobjects"
-        | "syscolumns"
-        | "sysdatabases"
-        | "sysusers"
-        | "pg_catalog"
-        | "pg_shadow"
-        | "pg_user"
-        | "sqlite_master"
-        | "sqlite_schema"
-        | "all_tables"
-        | "user_tables"
-        | "all_users"
-        | "dba_users"
-        | "msysobjects"
-        | "msysaccessobjects"
-        | "mysql.user"
-        | "master..sysdatabases"
-        | "sys.tables"
-        | "sys.objects"
-        | "sys.databases"
-        | "sys.sql_logins"
-        | "dual" => Kw::Schema,
-        _ if word.starts_with("information_schema.")
-            || word.starts_with("xp_")
-            || word.starts_with("sp_")
-            || word.starts_with("master..")
-            || word.starts_with("master.dbo.")
-            || word.starts_with("pg_")
-            || word.starts_with("sys.") =>
-        {
-            Kw::Schema
-        }
-        _ => Kw::Ident,
+    if let Some(kw) = KEYWORD.get(word) {
+        return *kw;
     }
+    let catalogue = word.contains(['_', '.'])
+        && [
+            "information_schema.",
+            "xp_",
+            "sp_",
+            "master..",
+            "master.dbo.",
+            "pg_",
+            "sys.",
+        ]
+        .iter()
+        .any(|prefix| word.starts_with(prefix));
+    if catalogue { Kw::Schema } else { Kw::Ident }
 }
 
 fn is_space(b: u8) -> bool {
