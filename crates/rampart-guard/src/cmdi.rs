@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use crate::View;
+use crate::literals::List;
 use crate::rules;
 use crate::shape::Shape;
 use crate::{Hits, Patterns, Words};
@@ -249,7 +251,7 @@ const AMBIGUOUS_COMMANDS: &[&str] = &[
 ];
 
 /// Interpreters and tools whose path alone gives the attack away.
-const SHELL_PATHS: &[&str] = &[
+pub(crate) const SHELL_PATHS: &[&str] = &[
     "/bin/",
     "/usr/bin/",
     "/sbin/",
@@ -343,11 +345,12 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
 ];
 
 /// `base` is the decoded view (for code such as `system('id')`, whose quotes matter),
-/// `view` the command-line view with quoting tricks undone.
-pub(crate) fn scan(base: &str, base_shape: Shape, view: &str, shape: Shape, hits: &mut Hits) {
-    if base_shape.any(const { Shape::bytes(b"(.") }) {
-        code_execution_calls(base, hits);
+/// `shell` the command-line view with quoting tricks undone.
+pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
+    if base.shape.any(const { Shape::bytes(b"(.") }) && base.found.has(List::CodeCall) {
+        code_execution_calls(base.text, hits);
     }
+    let (view, shape) = (shell.text, shell.shape);
     if shape.within(Shape::WORD) {
         return;
     }
@@ -373,6 +376,7 @@ pub(crate) fn scan(base: &str, base_shape: Shape, view: &str, shape: Shape, hits
     }
     // `/bin/` must be followed by a program name.
     if shape.any(const { Shape::bytes(b"/.%$") })
+        && shell.found.has(List::ShellPath)
         && let Some((_, pos)) = SHELL_PATH.find_iter(bytes).find(|(path, pos)| {
             !path.ends_with('/')
                 || bytes
@@ -609,7 +613,7 @@ fn starts_like_command_line(name: &str, args: &str) -> bool {
 }
 
 /// Calls that run a command or code.
-const CODE_CALLS: &[&str] = &[
+pub(crate) const CODE_CALLS: &[&str] = &[
     "system(",
     "exec(",
     "shell_exec(",

@@ -424,7 +424,8 @@ pub fn path(base: &str) -> Cow<'_, str> {
 
 /// [`path`] for a caller that has the input's shape already.
 pub(crate) fn path_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
-    let needs = shape.has(b'\\') || shape.any(Shape::NON_ASCII);
+    let needs =
+        shape.has(b'\\') || shape.any(Shape::NON_ASCII) && base.contains(is_separator_lookalike);
     if !needs {
         return Cow::Borrowed(base);
     }

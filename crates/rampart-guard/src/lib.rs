@@ -18,6 +18,7 @@ mod cmdi;
 mod config;
 pub mod decode;
 pub mod eval;
+mod literals;
 mod misc;
 mod path;
 pub mod rules;
@@ -30,6 +31,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
+use literals::Found;
 use shape::Shape;
 
 pub use body::BodyError;
@@ -54,14 +56,17 @@ pub enum Location {
 #[derive(Debug, Default)]
 pub struct Hits {
     list: Vec<Hit>,
+    /// The excerpts of every hit, one after another, so recording a hit allocates nothing
+    /// once the buffer has grown.
+    evidence: String,
     sql: sqli::Scratch,
     text: String,
 }
 
 #[derive(Debug)]
-pub struct Hit {
-    pub rule: &'static Rule,
-    pub evidence: String,
+struct Hit {
+    rule: &'static Rule,
+    evidence: std::ops::Range<usize>,
 }
 
 /// Longest evidence excerpt kept, in characters: enough to recognise the attack, never a
@@ -73,18 +78,24 @@ impl Hits {
         if self.list.iter().any(|h| std::ptr::eq(h.rule, rule)) {
             return;
         }
+        let start = self.evidence.len();
+        push_excerpt(&mut self.evidence, view, at);
         self.list.push(Hit {
             rule,
-            evidence: excerpt(view, at),
+            evidence: start..self.evidence.len(),
         });
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Hit> {
-        self.list.iter()
+    /// Each rule matched, with an excerpt of the view where it matched.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static Rule, &str)> {
+        self.list
+            .iter()
+            .map(|hit| (hit.rule, &self.evidence[hit.evidence.clone()]))
     }
 
     pub fn clear(&mut self) {
         self.list.clear();
+        self.evidence.clear();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -92,16 +103,17 @@ impl Hits {
     }
 }
 
-fn excerpt(view: &str, at: usize) -> String {
+fn push_excerpt(out: &mut String, view: &str, at: usize) {
     let mut start = at.min(view.len());
     while !view.is_char_boundary(start) {
         start -= 1;
     }
-    view[start..]
-        .chars()
-        .take(EVIDENCE_CHARS)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    out.extend(
+        view[start..]
+            .chars()
+            .take(EVIDENCE_CHARS)
+            .map(|c| if c.is_control() { ' ' } else { c }),
+    );
 }
 
 /// A set of literal patterns searched in one pass; built once per list.
@@ -208,30 +220,65 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     }
     let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
         || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
-    let (base, shape) = with_shape(decode::base_shaped(value, raw), raw);
-    sqli::scan(&base, shape, hits);
-    if location != Location::Path || shape.any(const { Shape::bytes(b"<\"':") }) {
-        let (markup, markup_shape) = with_shape(decode::markup_shaped(&base, shape), shape);
-        xss::scan(&markup, markup_shape, hits);
-        misc::scan(&markup, markup_shape, location, hits);
-        if let Cow::Owned(_) = markup {
+    let base = decode::base_shaped(value, raw);
+    let base_shape = if let Cow::Borrowed(_) = base {
+        raw
+    } else {
+        Shape::of(&base)
+    };
+    // The detectors search their lists only in values with one of these bytes (or a hex
+    // spelling, for which nothing is known and so everything is searched).
+    let searched = base_shape.any(const { Shape::bytes(b"(.[/:%?$").with(Shape::NON_ASCII) });
+    let base = View {
+        text: &base,
+        shape: base_shape,
+        found: if searched {
+            Found::of(base.as_bytes())
+        } else {
+            Found::UNKNOWN
+        },
+    };
+    sqli::scan(base, hits);
+    if location != Location::Path || base.shape.any(const { Shape::bytes(b"<\"':") }) {
+        let markup = decode::markup_shaped(base.text, base.shape);
+        let markup = base.derived(&markup, matches!(markup, Cow::Borrowed(_)));
+        xss::scan(markup, hits);
+        misc::scan(markup, location, hits);
+        if !std::ptr::eq(markup.text, base.text) {
             // Entities can hide SQL as well as markup (`&#39; or 1=1--`).
-            sqli::scan(&markup, markup_shape, hits);
+            sqli::scan(markup, hits);
         }
     }
-    let (path_view, path_shape) = with_shape(decode::path_shaped(&base, shape), shape);
-    path::scan(&path_view, path_shape, value, raw_had_nul, hits);
-    let (shell_view, shell_shape) = with_shape(decode::shell_shaped(&base, shape), shape);
-    cmdi::scan(&base, shape, &shell_view, shell_shape, hits);
+    let path_view = decode::path_shaped(base.text, base.shape);
+    let path_view = base.derived(&path_view, matches!(path_view, Cow::Borrowed(_)));
+    path::scan(path_view, value, raw_had_nul, hits);
+    let shell_view = decode::shell_shaped(base.text, base.shape);
+    let shell_view = base.derived(&shell_view, matches!(shell_view, Cow::Borrowed(_)));
+    cmdi::scan(base, shell_view, hits);
 }
 
-/// A decoding step borrows its input when it changes nothing, and then the shape is the same.
-fn with_shape(view: Cow<'_, str>, input_shape: Shape) -> (Cow<'_, str>, Shape) {
-    let shape = match &view {
-        Cow::Borrowed(_) => input_shape,
-        Cow::Owned(text) => Shape::of(text),
-    };
-    (view, shape)
+/// One decoded form of a value, with what is known of its bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub text: &'a str,
+    pub shape: Shape,
+    /// The literal lists that occur in it.
+    pub found: Found,
+}
+
+impl<'a> View<'a> {
+    /// The view a decoding step made of this one: the same bytes when it changed nothing.
+    fn derived(self, text: &'a str, unchanged: bool) -> View<'a> {
+        if unchanged {
+            View { text, ..self }
+        } else {
+            View {
+                text,
+                shape: Shape::of(text),
+                found: Found::UNKNOWN,
+            }
+        }
+    }
 }
 
 /// A rule that matched and counts under the policy.
@@ -317,8 +364,7 @@ impl Policy {
         let mut hits = std::mem::take(&mut report.hits);
         hits.clear();
         scan_value(value, location, &mut hits);
-        for hit in hits.iter() {
-            let rule = hit.rule;
+        for (rule, evidence) in hits.iter() {
             if rule.paranoia > self.config.paranoia || self.excluded(name, rule) {
                 continue;
             }
@@ -337,7 +383,7 @@ impl Policy {
                 score: rule.score,
                 location,
                 parameter: name.chars().take(MAX_PARAMETER_CHARS).collect(),
-                evidence: hit.evidence.clone(),
+                evidence: evidence.to_owned(),
             });
         }
         report.hits = hits;

@@ -5,9 +5,10 @@ use std::sync::LazyLock;
 
 use crate::rules;
 use crate::shape::Shape;
-use crate::{Hits, Location, Patterns};
+use crate::{Hits, Location, Patterns, View};
 
-pub(crate) fn scan(view: &str, shape: Shape, location: Location, hits: &mut Hits) {
+pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
+    let (view, shape) = (input.text, input.shape);
     if shape.any(const { Shape::bytes(b"{<$#") }) {
         template(view, hits);
         xml(view, hits);

@@ -4,6 +4,8 @@
 use std::cell::OnceCell;
 use std::sync::LazyLock;
 
+use crate::View;
+use crate::literals::List;
 use crate::rules;
 use crate::shape::Shape;
 use crate::{Hits, Patterns};
@@ -13,7 +15,7 @@ static WRAPPER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(WRAPPERS));
 static SYSTEM_DIR: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(SYSTEM_DIRS));
 
 /// Files and places whose name in a parameter only makes sense as an attempt to read them.
-const SENSITIVE_FILES: &[&str] = &[
+pub(crate) const SENSITIVE_FILES: &[&str] = &[
     "etc/passwd",
     "etc/shadow",
     "etc/group",
@@ -141,7 +143,7 @@ const SENSITIVE_FILES: &[&str] = &[
 ];
 
 /// Stream wrappers and schemes that make an include read or run something else.
-const WRAPPERS: &[&str] = &[
+pub(crate) const WRAPPERS: &[&str] = &[
     "php://",
     "file://",
     "expect://",
@@ -195,7 +197,7 @@ const SYSTEM_ROOTS: &[&str] = &[
 ];
 
 /// System directories and drive roots anywhere in a value.
-const SYSTEM_DIRS: &[&str] = &[
+pub(crate) const SYSTEM_DIRS: &[&str] = &[
     "/etc/",
     "/proc/",
     "/var/",
@@ -211,7 +213,8 @@ const SYSTEM_DIRS: &[&str] = &[
 
 /// `raw` is the value before the decoding pipeline: repeated decoding can also destroy a name
 /// (`%%35%%63boot.ini` decodes on to `%cboot.ini`, then to a byte and `oot.ini`).
-pub(crate) fn scan(view: &str, shape: Shape, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
+pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
+    let (view, shape, found) = (input.text, input.shape, input.found);
     let bytes = view.as_bytes();
     let hex = shape.any(Shape::DIGIT) && crate::find(bytes, b"0x").is_some();
     if !hex && !shape.any(const { Shape::bytes(b"./:%?") }.with(Shape::NON_ASCII)) {
@@ -232,7 +235,9 @@ pub(crate) fn scan(view: &str, shape: Shape, raw: &str, raw_had_nul: bool, hits:
     {
         hits.add(&rules::TRAVERSAL_DOTDOT, loose, pos);
     }
-    if let Some(pos) = sensitive_file(bytes) {
+    if found.has(List::SensitiveFile)
+        && let Some(pos) = sensitive_file(bytes)
+    {
         hits.add(&rules::LFI_OS_FILE, view, pos);
     } else if let Some(loose) = loose_view()
         && let Some(pos) = sensitive_file(loose.as_bytes())
@@ -244,9 +249,10 @@ pub(crate) fn scan(view: &str, shape: Shape, raw: &str, raw_had_nul: bool, hits:
     {
         hits.add(&rules::LFI_OS_FILE, &loose, pos);
     }
-    if let Some((_, pos)) = WRAPPER
-        .find_iter(bytes)
-        .find(|(_, pos)| *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric())
+    if found.has(List::Wrapper)
+        && let Some((_, pos)) = WRAPPER
+            .find_iter(bytes)
+            .find(|(_, pos)| *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric())
     {
         hits.add(&rules::LFI_WRAPPER, view, pos);
     }
@@ -267,9 +273,11 @@ pub(crate) fn scan(view: &str, shape: Shape, raw: &str, raw_had_nul: bool, hits:
         hits.add(&rules::LFI_OS_FILE, view, 0);
     }
     // Absolute paths into system directories and drive roots: weak alone.
-    if let Some((_, pos)) = SYSTEM_DIR.find_iter(bytes).find(|(dir, pos)| {
-        *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/')
-    }) {
+    if found.has(List::SystemDir)
+        && let Some((_, pos)) = SYSTEM_DIR.find_iter(bytes).find(|(dir, pos)| {
+            *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() || dir.starts_with('/')
+        })
+    {
         hits.add(&rules::LFI_SYSTEM_DIR, view, pos);
     }
 }

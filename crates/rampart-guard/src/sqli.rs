@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::Hits;
+use crate::View;
 use crate::rules::{self, Rule};
 use crate::shape::Shape;
 
@@ -616,7 +617,8 @@ pub(crate) struct Scratch {
     starts: Vec<usize>,
 }
 
-pub(crate) fn scan(view: &str, shape: Shape, hits: &mut Hits) {
+pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
+    let (view, shape) = (input.text, input.shape);
     // Nothing SQL can be said without a space, an operator, a quote or a parenthesis.
     if shape.within(Shape::WORD.with(const { Shape::bytes(b".@-") })) {
         return;

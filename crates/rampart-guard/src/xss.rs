@@ -4,6 +4,8 @@
 
 use std::sync::LazyLock;
 
+use crate::View;
+use crate::literals::List;
 use crate::rules;
 use crate::shape::Shape;
 use crate::{Hits, Patterns};
@@ -198,7 +200,7 @@ const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mo
 
 /// Calls that exist to prove script ran, or to run a string as code (CRS 941390 blocks the
 /// same at level 1).
-const JS_PROBE_CALLS: &[&str] = &[
+pub(crate) const JS_PROBE_CALLS: &[&str] = &[
     "alert(",
     "prompt(",
     "confirm(",
@@ -213,7 +215,7 @@ const JS_PROBE_CALLS: &[&str] = &[
 ];
 
 /// Calls and properties that script injection often touches, and ordinary code sometimes.
-const JS_SINKS: &[&str] = &[
+pub(crate) const JS_SINKS: &[&str] = &[
     "document.domain",
     "window.location",
     "document.location",
@@ -238,7 +240,8 @@ const JS_SINKS: &[&str] = &[
     "print(",
 ];
 
-pub(crate) fn scan(view: &str, shape: Shape, hits: &mut Hits) {
+pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
+    let (view, shape) = (input.text, input.shape);
     let bytes = view.as_bytes();
     if shape.has(b'<') {
         let mut i = 0;
@@ -256,7 +259,9 @@ pub(crate) fn scan(view: &str, shape: Shape, hits: &mut Hits) {
     if shape.has(b'=') {
         injected_handlers(view, hits);
     }
-    if shape.any(const { Shape::bytes(b"(.[") }) {
+    if shape.any(const { Shape::bytes(b"(.[") })
+        && (input.found.has(List::ProbeCall) || input.found.has(List::Sink))
+    {
         if let Some((_, pos)) = PROBE_CALL.find_iter(bytes).find(|(_, pos)| {
             *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric() && bytes[pos - 1] != b'_'
         }) {
