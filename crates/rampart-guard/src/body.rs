@@ -63,10 +63,10 @@ pub(crate) fn inspect(
     }
     match kind {
         BodyKind::Form => {
-            for (name, value) in form_urlencoded::parse(body) {
-                policy.inspect_value(Location::BodyName, &name, &name, report);
-                policy.inspect_value(Location::BodyValue, &name, &value, report);
-            }
+            crate::form::for_each_pair(body, |name, value| {
+                policy.inspect_value(Location::BodyName, name, name, report);
+                policy.inspect_value(Location::BodyValue, name, value, report);
+            });
             Ok(())
         }
         BodyKind::Json => json(policy, body, report),

@@ -18,6 +18,7 @@ mod cmdi;
 mod config;
 pub mod decode;
 pub mod eval;
+mod form;
 mod literals;
 mod misc;
 mod path;
@@ -361,22 +362,25 @@ impl Policy {
         if self.config.mode == Mode::Off || self.fully_excluded(name) {
             return;
         }
-        let mut hits = std::mem::take(&mut report.hits);
+        let Report {
+            findings,
+            score,
+            hits,
+        } = report;
         hits.clear();
-        scan_value(value, location, &mut hits);
+        scan_value(value, location, hits);
         for (rule, evidence) in hits.iter() {
             if rule.paranoia > self.config.paranoia || self.excluded(name, rule) {
                 continue;
             }
-            if report
-                .findings
+            if findings
                 .iter()
                 .any(|f| f.rule == rule.id && f.location == location && f.parameter == name)
             {
                 continue;
             }
-            report.score += u32::from(rule.score);
-            report.findings.push(Finding {
+            *score += u32::from(rule.score);
+            findings.push(Finding {
                 rule: rule.id,
                 name: rule.name,
                 family: rule.family,
@@ -386,7 +390,6 @@ impl Policy {
                 evidence: evidence.to_owned(),
             });
         }
-        report.hits = hits;
     }
 
     fn fully_excluded(&self, name: &str) -> bool {
@@ -413,10 +416,10 @@ impl Policy {
     /// A query string: each argument name and value, URL-decoded once as an application
     /// would see them (the pipeline decodes further).
     pub fn inspect_query(&self, query: &str, report: &mut Report) {
-        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            self.inspect_value(Location::QueryName, &name, &name, report);
-            self.inspect_value(Location::QueryValue, &name, &value, report);
-        }
+        form::for_each_pair(query.as_bytes(), |name, value| {
+            self.inspect_value(Location::QueryName, name, name, report);
+            self.inspect_value(Location::QueryValue, name, value, report);
+        });
     }
 
     /// A header, if this policy inspects it; cookies are split into their values.

@@ -1,0 +1,106 @@
+//! `application/x-www-form-urlencoded` pairs decoded as `form_urlencoded` does (`+` is a space,
+//! `%XX` a byte, a `%` that starts no escape stays, invalid UTF-8 is replaced), into two
+//! buffers reused from pair to pair; a part with nothing to decode is borrowed.
+
+use std::borrow::Cow;
+
+pub(crate) fn for_each_pair(input: &[u8], mut each: impl FnMut(&str, &str)) {
+    let mut name_buffer = Vec::new();
+    let mut value_buffer = Vec::new();
+    let mut start = 0;
+    while start <= input.len() {
+        let end = memchr::memchr(b'&', &input[start..]).map_or(input.len(), |o| start + o);
+        let pair = &input[start..end];
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b'=', pair) {
+            Some(at) => (&pair[..at], &pair[at + 1..]),
+            None => (pair, &[][..]),
+        };
+        let name = decode(name, &mut name_buffer);
+        let value = decode(value, &mut value_buffer);
+        each(&name, &value);
+    }
+}
+
+fn decode<'a>(part: &'a [u8], buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
+    let Some(first) = memchr::memchr2(b'+', b'%', part) else {
+        return utf8_lossy(part);
+    };
+    buffer.clear();
+    buffer.extend_from_slice(&part[..first]);
+    let mut i = first;
+    while i < part.len() {
+        match part[i] {
+            b'+' => buffer.push(b' '),
+            b'%' => {
+                if let (Some(high), Some(low)) = (hex(part.get(i + 1)), hex(part.get(i + 2))) {
+                    buffer.push(high << 4 | low);
+                    i += 3;
+                    continue;
+                }
+                buffer.push(b'%');
+            }
+            b => buffer.push(b),
+        }
+        i += 1;
+    }
+    utf8_lossy(buffer)
+}
+
+fn hex(digit: Option<&u8>) -> Option<u8> {
+    match *digit? {
+        d @ b'0'..=b'9' => Some(d - b'0'),
+        d @ b'a'..=b'f' => Some(d - b'a' + 10),
+        d @ b'A'..=b'F' => Some(d - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(input: &str) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for_each_pair(input.as_bytes(), |n, v| {
+            out.push((n.to_owned(), v.to_owned()))
+        });
+        out
+    }
+
+    #[test]
+    fn pairs_decode_as_form_urlencoded_does() {
+        for input in [
+            "a=1&b=x+y&&c=%41%2b%zz%4&d&=e&f==g",
+            "q=caf%C3%A9+%E2%82%AC&bad=%FF%FE&plain=abc",
+            "%3Cscript%3E=1&x=%25252e",
+            "",
+            "&&&",
+        ] {
+            let expected: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes())
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            assert_eq!(pairs(input), expected, "{input}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_input_decodes_as_form_urlencoded_does(input in "[a-z%+=&0-9A-F\u{e9}]{0,40}") {
+            let expected: Vec<(String, String)> = form_urlencoded::parse(input.as_bytes())
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect();
+            proptest::prop_assert_eq!(pairs(&input), expected);
+        }
+    }
+}
