@@ -115,6 +115,33 @@ struct JsonWalk<'p, 'r, 'k> {
     key: Cow<'k, str>,
 }
 
+/// An object key, borrowed from the body when it holds no escape.
+struct JsonKey;
+
+impl<'de> DeserializeSeed<'de> for JsonKey {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for JsonKey {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for JsonWalk<'_, '_, '_> {
     type Value = ();
 
@@ -173,7 +200,7 @@ impl<'de> Visitor<'de> for JsonWalk<'_, '_, '_> {
         if self.depth >= self.max_depth {
             return Err(de::Error::custom(DEPTH_MARKER));
         }
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(JsonKey)? {
             self.policy
                 .inspect_value(Location::BodyName, &key, &key, self.report);
             map.next_value_seed(JsonWalk {

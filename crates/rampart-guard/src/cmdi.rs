@@ -392,6 +392,8 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
         return;
     }
 
+    // Without these bytes no second command can start (see `next_separator`).
+    let separated = shape.any(const { Shape::bytes(b";|&`$<>").with(Shape::LINE_BREAK) });
     let mut i = 0;
     let mut at_start = true;
     while i <= bytes.len() {
@@ -449,6 +451,9 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
                 hits.add(rule, view, position);
                 return;
             }
+        }
+        if !separated {
+            break;
         }
         if at_start {
             at_start = false;

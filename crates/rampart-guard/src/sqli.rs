@@ -297,21 +297,49 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
     ),
 ];
 
-static KEYWORD: LazyLock<HashMap<&'static str, Kw, foldhash::fast::FixedState>> =
-    LazyLock::new(|| {
-        KEYWORDS
-            .iter()
-            .flat_map(|(kw, words)| words.iter().map(move |w| (*w, *kw)))
-            .collect()
-    });
+struct Keywords {
+    words: HashMap<&'static str, Kw, foldhash::fast::FixedState>,
+    /// For each word length, the first letters keywords of that length start with: most
+    /// words of a value are told apart from every keyword without hashing.
+    starts: [u32; 32],
+}
 
-/// Most words in a value are not SQL: one hash lookup tells, and only names with `_` or `.`
-/// are checked against the catalogue prefixes.
+static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
+    let mut starts = [0u32; 32];
+    let mut words = HashMap::default();
+    for (kw, list) in KEYWORDS {
+        for word in *list {
+            if let Some(set) = starts.get_mut(word.len()) {
+                *set |= first_letter_bit(word);
+            }
+            words.insert(*word, *kw);
+        }
+    }
+    Keywords { words, starts }
+});
+
+fn first_letter_bit(word: &str) -> u32 {
+    match word.as_bytes().first() {
+        Some(b @ b'a'..=b'z') => 1 << (b - b'a'),
+        _ => 1 << 31,
+    }
+}
+
+/// Most words in a value are not SQL, and only names with `_` or `.` are checked against the
+/// catalogue prefixes.
 fn keyword(word: &str) -> Kw {
-    if let Some(kw) = KEYWORD.get(word) {
+    let keywords = &*KEYWORD;
+    let maybe = keywords
+        .starts
+        .get(word.len())
+        .is_none_or(|set| set & first_letter_bit(word) != 0);
+    if maybe && let Some(kw) = keywords.words.get(word) {
         return *kw;
     }
-    let catalogue = word.contains(['_', '.'])
+    let catalogue = matches!(
+        word.as_bytes().first(),
+        Some(b'i' | b'x' | b's' | b'm' | b'p')
+    ) && word.contains(['_', '.'])
         && [
             "information_schema.",
             "xp_",
