@@ -5,7 +5,9 @@
 
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind};
 
 /// The lists searched on the base view or on views that are often the base unchanged.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +32,7 @@ const LISTS: &[(List, &[&str])] = &[
 ];
 
 struct Combined {
-    automaton: AhoCorasick,
+    automaton: DFA,
     /// For each distinct pattern, the lists it belongs to.
     lists: Vec<u16>,
 }
@@ -49,9 +51,9 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
             }
         }
     }
-    let automaton = AhoCorasick::builder()
-        .kind(Some(AhoCorasickKind::DFA))
+    let automaton = DFA::builder()
         .match_kind(MatchKind::Standard)
+        .prefilter(false)
         .build(&patterns)
         .expect("literal patterns build");
     Combined { automaton, lists }
@@ -67,9 +69,21 @@ impl Found {
 
     pub fn of(view: &[u8]) -> Found {
         let combined = &*COMBINED;
+        let dfa = &combined.automaton;
+        // Every state is entered byte by byte and every match state names all the patterns
+        // that end there: stepping the DFA directly is the overlapping search without the
+        // iterator around it.
+        let Ok(mut state) = dfa.start_state(Anchored::No) else {
+            return Found::UNKNOWN;
+        };
         let mut found = 0;
-        for m in combined.automaton.find_overlapping_iter(view) {
-            found |= combined.lists[m.pattern().as_usize()];
+        for &byte in view {
+            state = dfa.next_state(Anchored::No, state, byte);
+            if dfa.is_special(state) && dfa.is_match(state) {
+                for i in 0..dfa.match_len(state) {
+                    found |= combined.lists[dfa.match_pattern(state, i).as_usize()];
+                }
+            }
         }
         Found(found)
     }

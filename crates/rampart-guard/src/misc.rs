@@ -298,15 +298,35 @@ fn nosql_operator(view: &str, hits: &mut Hits) {
     }
 }
 
+/// Longest whitespace-free view read, in characters (ASCII) or bytes.
+const MAX_COMPACT: usize = 4096;
+
 /// The value without whitespace, at most 4096 characters, for languages that ignore it: the
 /// value itself when it has none, else written into `buffer`.
 fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -> &'a str {
     let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII));
-    if !spaced && view.len() <= 4096 {
+    if !spaced && view.len() <= MAX_COMPACT {
         return view;
     }
     buffer.clear();
-    buffer.extend(view.chars().filter(|c| !c.is_whitespace()).take(4096));
+    if !shape.any(Shape::NON_ASCII) {
+        // Whole runs between the ASCII characters `char::is_whitespace` accepts.
+        let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+        for run in view.as_bytes().split(space) {
+            let room = MAX_COMPACT - buffer.len();
+            let run = &run[..run.len().min(room)];
+            buffer.push_str(std::str::from_utf8(run).unwrap_or_default());
+            if buffer.len() == MAX_COMPACT {
+                break;
+            }
+        }
+    } else {
+        buffer.extend(
+            view.chars()
+                .filter(|c| !c.is_whitespace())
+                .take(MAX_COMPACT),
+        );
+    }
     buffer
 }
 

@@ -222,10 +222,13 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
     }
     // The view with encoding debris read as separators, built at most once and only when the
     // plain view shows nothing.
+    let debris = hex
+        || shape.any(const { Shape::bytes(b"%?") })
+        || shape.any(Shape::NON_ASCII) && view.contains('\u{fffd}');
     let loose = OnceCell::new();
     let loose_view = || {
         loose
-            .get_or_init(|| crate::decode::loose_path(view))
+            .get_or_init(|| debris.then(|| crate::decode::loose_path(view)).flatten())
             .as_deref()
     };
     if let Some(pos) = traversal(bytes) {
