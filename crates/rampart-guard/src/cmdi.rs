@@ -468,11 +468,27 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
     }
 }
 
+/// The bytes that can start a separator in `next_separator`.
+static SEPARATOR_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let bytes = b";\n\r|&`$({";
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// The next place after `from` where a shell starts a new command, and whether it is a
 /// command substitution.
 fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
     let mut i = from;
     while i < bytes.len() {
+        if !SEPARATOR_BYTES[usize::from(bytes[i])] {
+            i += 1;
+            continue;
+        }
         match bytes[i] {
             b';' | b'\n' | b'\r' => return Some((i + 1, false)),
             b'|' | b'&' => {

@@ -311,15 +311,20 @@ fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -
     buffer.clear();
     if !shape.any(Shape::NON_ASCII) {
         // Whole runs between the ASCII characters `char::is_whitespace` accepts.
-        let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
-        for run in view.as_bytes().split(space) {
-            let room = MAX_COMPACT - buffer.len();
-            let run = &run[..run.len().min(room)];
-            buffer.push_str(std::str::from_utf8(run).unwrap_or_default());
-            if buffer.len() == MAX_COMPACT {
-                break;
+        let mut run_start = 0;
+        for (i, b) in view.bytes().enumerate() {
+            if matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
+                buffer.push_str(&view[run_start..i]);
+                run_start = i + 1;
+                if buffer.len() >= MAX_COMPACT {
+                    break;
+                }
             }
         }
+        if buffer.len() < MAX_COMPACT {
+            buffer.push_str(&view[run_start.min(view.len())..]);
+        }
+        buffer.truncate(MAX_COMPACT);
     } else {
         buffer.extend(
             view.chars()

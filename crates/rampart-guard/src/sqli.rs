@@ -354,6 +354,22 @@ fn keyword(word: &str) -> Kw {
     if catalogue { Kw::Schema } else { Kw::Ident }
 }
 
+/// Letters, digits, `_` and `$`: the bytes of an SQL name.
+static WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
+        b += 1;
+    }
+    table
+};
+
+fn is_word_byte(b: u8) -> bool {
+    WORD_BYTES[usize::from(b)]
+}
+
 fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
 }
@@ -361,6 +377,7 @@ fn is_space(b: u8) -> bool {
 /// Splits a (lower-cased) SQL fragment into tokens. `start` skips a prefix the caller has
 /// already read as a string.
 struct Lexer<'a> {
+    text: &'a str,
     s: &'a [u8],
     pos: usize,
     /// Inside a MySQL `/*! ... */` comment, whose content MySQL executes.
@@ -370,6 +387,7 @@ struct Lexer<'a> {
 impl<'a> Lexer<'a> {
     fn new(s: &'a str, start: usize) -> Self {
         Lexer {
+            text: s,
             s: s.as_bytes(),
             pos: start,
             in_exec_comment: false,
@@ -462,7 +480,8 @@ impl<'a> Lexer<'a> {
                     });
                 }
                 self.skip_word();
-                let word = std::str::from_utf8(&s[start..self.pos]).unwrap_or("");
+                // A word is ASCII, so both ends are character boundaries.
+                let word = self.text.get(start..self.pos).unwrap_or("");
                 let kw = keyword(word);
                 if matches!(kw, Kw::And | Kw::Or) {
                     Kind::Logic
@@ -585,7 +604,7 @@ impl<'a> Lexer<'a> {
         let s = self.s;
         while self.pos < s.len() {
             let c = s[self.pos];
-            if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' {
+            if is_word_byte(c) {
                 self.pos += 1;
             } else if c == b'.'
                 && s.get(self.pos + 1)
