@@ -354,24 +354,33 @@ fn keyword(word: &str) -> Kw {
     if catalogue { Kw::Schema } else { Kw::Ident }
 }
 
-/// Letters, digits, `_` and `$`: the bytes of an SQL name.
-static WORD_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
+const WORD_BYTE: u8 = 1;
+const SPACE_BYTE: u8 = 2;
+
+/// Byte classes for the lexer: the bytes of an SQL name (letters, digits, `_`, `$`) and the
+/// bytes SQL reads as whitespace.
+static BYTE_CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'$';
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'$' {
+            table[b] = WORD_BYTE;
+        }
+        if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0) {
+            table[b] = SPACE_BYTE;
+        }
         b += 1;
     }
     table
 };
 
 fn is_word_byte(b: u8) -> bool {
-    WORD_BYTES[usize::from(b)]
+    BYTE_CLASS[usize::from(b)] == WORD_BYTE
 }
 
 fn is_space(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c | 0xa0)
+    BYTE_CLASS[usize::from(b)] == SPACE_BYTE
 }
 
 /// Splits a (lower-cased) SQL fragment into tokens. `start` skips a prefix the caller has
@@ -404,7 +413,7 @@ impl<'a> Lexer<'a> {
                 return None;
             }
             // `/*!50000union*/`: MySQL runs the content; read through the markers.
-            if s[self.pos..].starts_with(b"/*!") {
+            if s[self.pos] == b'/' && s[self.pos..].starts_with(b"/*!") {
                 self.pos += 3;
                 while self.pos < s.len() && s[self.pos].is_ascii_digit() {
                     self.pos += 1;
