@@ -70,14 +70,26 @@ fn nfkc_visible(text: &str) -> String {
         out.push_str(&text[i..segment]);
         let part = &text[segment..run_end];
         if unicode_normalization::is_nfkc_quick(part.chars()) == IsNormalized::Yes {
-            out.extend(part.chars().filter(|c| !is_invisible(*c)));
+            out.extend(part.chars().filter(|c| !is_invisible(*c)).map(best_fit));
         } else {
-            out.extend(part.nfkc().filter(|c| !is_invisible(*c)));
+            out.extend(part.nfkc().filter(|c| !is_invisible(*c)).map(best_fit));
         }
         i = run_end;
     }
     out.push_str(&text[i..]);
     out
+}
+
+/// Typographic quotes and dashes as the ASCII characters "best-fit" conversions (Windows
+/// code pages, ODBC, some database collations) turn them into, so `’ or ‘1’=’1` reads as the
+/// quotes a backend may see.
+fn best_fit(c: char) -> char {
+    match c {
+        '\u{2018}' | '\u{2019}' | '\u{201a}' | '\u{201b}' | '\u{2032}' | '\u{2035}' => '\'',
+        '\u{201c}' | '\u{201d}' | '\u{201e}' | '\u{201f}' | '\u{2033}' | '\u{2036}' => '"',
+        '\u{2010}'..='\u{2015}' | '\u{2212}' => '-',
+        c => c,
+    }
 }
 
 /// Characters that render as nothing and are used to split keywords (`sel\u{200b}ect`).
@@ -603,7 +615,11 @@ mod tests {
             "a\u{200b}b\u{300}",
             "\u{2126}\u{212b}A\u{30a}",
         ] {
-            let whole: String = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+            let whole: String = text
+                .nfkc()
+                .filter(|c| !is_invisible(*c))
+                .map(best_fit)
+                .collect();
             assert_eq!(nfkc_visible(text), whole, "{text:?}");
         }
     }
@@ -613,9 +629,22 @@ mod tests {
         fn normalizing_runs_equals_normalizing_the_whole_for_any_text(
             text in "[a-zA-Z .\u{300}-\u{36f}\u{ff01}-\u{ff5e}\u{1100}-\u{11ff}\u{ac00}-\u{ac10}\u{e0}-\u{ff}\u{200b}\u{fb00}-\u{fb06}]{0,24}|\\PC{0,24}"
         ) {
-            let whole: String = text.nfkc().filter(|c| !is_invisible(*c)).collect();
+            let whole: String = text
+                .nfkc()
+                .filter(|c| !is_invisible(*c))
+                .map(best_fit)
+                .collect();
             proptest::prop_assert_eq!(nfkc_visible(&text), whole);
         }
+    }
+
+    #[test]
+    fn typographic_quotes_read_as_ascii() {
+        assert_eq!(
+            base("\u{2019} or \u{2018}1\u{2019}=\u{2019}1"),
+            "' or '1'='1"
+        );
+        assert_eq!(base("\u{201c}x\u{201d} \u{2212}1"), "\"x\" -1");
     }
 
     #[test]

@@ -82,6 +82,7 @@ rules! {
     SQLI_CHAR_CONCAT = 2113, "sqli-char-concatenation", Sqli, 5, 1;
     SQLI_BOOLEAN_FN = 2114, "sqli-boolean-blind-function", Sqli, 5, 1;
     SQLI_STATEMENT = 2115, "sqli-data-statement", Sqli, 5, 1;
+    SQLI_COMMENTED_EXPRESSION = 2116, "sqli-commented-expression", Sqli, 5, 1;
     SQLI_BREAKOUT_OPERATOR = 2201, "sqli-string-breakout-operator", Sqli, 3, 2;
     SQLI_KEYWORD_DENSITY = 2202, "sqli-keyword-density", Sqli, 3, 2;
     SQLI_NUMERIC_LOGIC = 2203, "sqli-numeric-logic", Sqli, 3, 2;

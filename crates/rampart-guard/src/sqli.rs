@@ -845,6 +845,21 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     if keyword_count >= 3 && context == Context::Bare {
         hit(hits, &rules::SQLI_KEYWORD_DENSITY, 0);
     }
+    // `(1 or 1) --`, `( binary ( 'a' or 'b') ) --`: the whole value is one SQL expression,
+    // closed by a comment that cuts the rest of the query.
+    if context == Context::Bare
+        && tokens
+            .last()
+            .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk))
+    {
+        let mut shape = ExpressionShape::default();
+        let parsed = WholeExpression { view, t, pos }.expression(0, 0, &mut shape);
+        // An operator alone needs a space: `1611/abc--` is a token, `1 / abc --` is not.
+        let spaced_operator = shape.operator && view.bytes().any(is_space);
+        if parsed == Some(t.len()) && (shape.call || shape.string || spaced_operator) {
+            hit(hits, &rules::SQLI_COMMENTED_EXPRESSION, 0);
+        }
+    }
 
     // What follows the end of the application's value.
     let mut k = match context {
@@ -1161,6 +1176,93 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
     Some(tail)
 }
 
+/// What a whole-value expression holds.
+#[derive(Default)]
+struct ExpressionShape {
+    operator: bool,
+    call: bool,
+    string: bool,
+}
+
+/// A recursive-descent reading of tokens as one SQL expression: operands (numbers, strings,
+/// variables, names, calls, parenthesized expressions, sub-queries) joined by binary operators.
+/// Depth is bounded and every token is read once, so the cost is linear.
+struct WholeExpression<'a> {
+    view: &'a str,
+    t: &'a [Kind],
+    pos: &'a [usize],
+}
+
+const MAX_EXPRESSION_DEPTH: usize = 32;
+
+impl WholeExpression<'_> {
+    /// The index after the expression that starts at `i`.
+    fn expression(&self, i: usize, depth: usize, shape: &mut ExpressionShape) -> Option<usize> {
+        let mut i = self.operand(i, depth, shape)?;
+        while let Some(&kind) = self.t.get(i) {
+            if !is_binary_operator(kind) {
+                break;
+            }
+            shape.operator = true;
+            i = self.operand(i + 1, depth, shape)?;
+        }
+        Some(i)
+    }
+
+    fn operand(&self, mut i: usize, depth: usize, shape: &mut ExpressionShape) -> Option<usize> {
+        if depth > MAX_EXPRESSION_DEPTH {
+            return None;
+        }
+        // Unary operators, and MySQL's `BINARY` cast.
+        while matches!(self.t.get(i), Some(Kind::Sign | Kind::Word(Kw::Not)))
+            || self.t.get(i) == Some(&Kind::Word(Kw::Ident))
+                && self.view[self.pos[i]..].starts_with("binary")
+                && self.t.get(i + 1).is_some_and(|k| *k != Kind::Comma)
+        {
+            i += 1;
+        }
+        match *self.t.get(i)? {
+            Kind::Num | Kind::Var | Kind::Word(Kw::Ident | Kw::Null | Kw::Bool) => Some(i + 1),
+            Kind::Str { closed: true } => {
+                shape.string = true;
+                Some(i + 1)
+            }
+            Kind::Func(_) => {
+                shape.call = true;
+                if self.t.get(i + 1) != Some(&Kind::LParen) {
+                    return None;
+                }
+                self.arguments(i + 2, depth, shape)
+            }
+            Kind::LParen => {
+                if matches!(
+                    self.t.get(i + 1),
+                    Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
+                ) {
+                    shape.call = true;
+                    let end = skip_parens(self.t, i);
+                    return (self.t.get(end - 1) == Some(&Kind::RParen)).then_some(end);
+                }
+                let end = self.expression(i + 1, depth + 1, shape)?;
+                (self.t.get(end) == Some(&Kind::RParen)).then_some(end + 1)
+            }
+            _ => None,
+        }
+    }
+
+    /// A call's arguments from after its `(`: nothing, or expressions separated by commas.
+    fn arguments(&self, i: usize, depth: usize, shape: &mut ExpressionShape) -> Option<usize> {
+        if self.t.get(i) == Some(&Kind::RParen) {
+            return Some(i + 1);
+        }
+        let mut i = self.expression(i, depth + 1, shape)?;
+        while self.t.get(i) == Some(&Kind::Comma) {
+            i = self.expression(i + 1, depth + 1, shape)?;
+        }
+        (self.t.get(i) == Some(&Kind::RParen)).then_some(i + 1)
+    }
+}
+
 /// From a `(`, the index after its matching `)` (or the end).
 fn skip_parens(t: &[Kind], open: usize) -> usize {
     let mut depth = 0usize;
@@ -1371,6 +1473,9 @@ mod tests {
             "'+if(benchmark(3000000,md5(1)),null,null),null)--",
             "1) or pg_sleep(5)--",
             "%27%20OR%201%3D1%20--",
+            " ( 1 OR 1 )  --",
+            "( BINARY ( 'a' OR 'b') ) --",
+            "(cos(1) * 2) #",
         ] {
             assert!(sqli(attack), "missed: {attack}");
         }
@@ -1397,6 +1502,10 @@ mod tests {
             "'#hashtag",
             "Mary's and John's",
             "update your profile settings",
+            "1611/IioXXIG1ti8rspL2vbXFy--",
+            "(see below) --",
+            "(note) --",
+            "Thanks -- M.",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }
