@@ -1,0 +1,70 @@
+//! The master key that seals the keyring's key material.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use zeroize::Zeroizing;
+
+use crate::VaultError;
+use crate::key::{KEY_LEN, SecretKey};
+
+/// 32 bytes that seal the keys in the keyring file; zeroed when dropped.
+#[derive(Debug)]
+pub struct MasterKey(pub(crate) SecretKey);
+
+impl MasterKey {
+    /// The environment variable the CLI reads it from.
+    pub const ENV: &'static str = "RAMPART_MASTER_KEY";
+
+    /// A new random master key and its base64 text, to be kept by the operator.
+    pub fn generate() -> Result<(MasterKey, Zeroizing<String>), VaultError> {
+        let secret = SecretKey::random()?;
+        let text = Zeroizing::new(STANDARD.encode(secret.expose()));
+        Ok((MasterKey(secret), text))
+    }
+
+    /// 32 bytes in standard base64.
+    pub fn from_base64(text: &str) -> Result<MasterKey, VaultError> {
+        let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| {
+            VaultError::MasterKey(
+                "it is not standard base64; make one with `head -c 32 /dev/urandom | base64`"
+                    .into(),
+            )
+        })?);
+        let array: [u8; KEY_LEN] = bytes.as_slice().try_into().map_err(|_| {
+            VaultError::MasterKey(format!(
+                "it decodes to {} bytes, not 32; make one with `head -c 32 /dev/urandom | base64`",
+                bytes.len()
+            ))
+        })?;
+        Ok(MasterKey(SecretKey::from_bytes(array)))
+    }
+
+    /// From `RAMPART_MASTER_KEY`.
+    pub fn from_env() -> Result<MasterKey, VaultError> {
+        let text = Zeroizing::new(std::env::var(Self::ENV).map_err(|_| {
+            VaultError::MasterKey(format!(
+                "{} is not set: set it to the master key printed by `rampart vault init` \
+                 (32 random bytes in base64), or pass --master-key-file",
+                Self::ENV
+            ))
+        })?);
+        Self::from_base64(&text)
+    }
+
+    /// From a file holding the base64 text; the file must not be readable by others.
+    pub fn from_file(path: &Path) -> Result<MasterKey, VaultError> {
+        crate::file::check_private(path)?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?,
+        );
+        Self::from_base64(&text).map_err(|e| match e {
+            VaultError::MasterKey(message) => {
+                VaultError::MasterKey(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
+    }
+}
