@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use rampart_gateway::{Config, ConfigError, DEFAULT_CONFIG_TOML, Gateway};
 use tracing_subscriber::EnvFilter;
 
+mod vault;
+
 #[derive(Parser)]
 #[command(
     name = "rampart",
@@ -44,6 +46,8 @@ enum Command {
         #[command(subcommand)]
         command: GuardCommand,
     },
+    /// Keys, encryption, rotation and encrypted files.
+    Vault(vault::VaultArgs),
 }
 
 #[derive(Subcommand)]
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Guard {
             command: GuardCommand::Eval(args),
         } => guard_eval(&args),
+        Command::Vault(args) => vault::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

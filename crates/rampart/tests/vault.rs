@@ -1,0 +1,260 @@
+//! `rampart vault` end to end on real files.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn rampart(dir: &Path, master: Option<&str>, args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rampart"));
+    command
+        .arg("vault")
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RAMPART_MASTER_KEY")
+        .env_remove("RAMPART_DATA_DIR");
+    if let Some(master) = master {
+        command.env("RAMPART_MASTER_KEY", master);
+    }
+    command.output().expect("rampart runs")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    assert!(!output.status.success(), "should have failed");
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+fn init(dir: &Path) -> String {
+    let out = stdout(&rampart(dir, None, &["init"]));
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("export RAMPART_MASTER_KEY="))
+        .expect("the generated master key is printed once");
+    line.to_owned()
+}
+
+#[test]
+fn values_encrypt_decrypt_rotate_rewrap_and_trim() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let keyring = dir.path().join("data/keyring.json");
+    assert_eq!(
+        std::fs::metadata(&keyring).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let m = Some(master.as_str());
+    let sealed = stdout(&rampart(
+        dir.path(),
+        m,
+        &["encrypt", "--aad", "user-7", "s3cret"],
+    ));
+    let sealed = sealed.trim();
+    assert!(sealed.starts_with("rampart:v1:"), "{sealed}");
+    assert_eq!(
+        stdout(&rampart(
+            dir.path(),
+            m,
+            &["decrypt", "--aad", "user-7", sealed]
+        )),
+        "s3cret"
+    );
+    let wrong = stderr(&rampart(
+        dir.path(),
+        m,
+        &["decrypt", "--aad", "user-8", sealed],
+    ));
+    assert!(wrong.contains("has been changed"), "{wrong}");
+
+    stdout(&rampart(dir.path(), m, &["rotate", "default"]));
+    let rewrapped = stdout(&rampart(
+        dir.path(),
+        m,
+        &["rewrap", "--aad", "user-7", sealed],
+    ));
+    assert!(rewrapped.starts_with("rampart:v2:"), "{rewrapped}");
+    let refused = stderr(&rampart(
+        dir.path(),
+        m,
+        &["trim", "default", "--below", "2"],
+    ));
+    assert!(refused.contains("--force"), "{refused}");
+    stdout(&rampart(dir.path(), m, &["min-version", "default", "2"]));
+    let below = stderr(&rampart(
+        dir.path(),
+        m,
+        &["decrypt", "--aad", "user-7", sealed],
+    ));
+    assert!(
+        below.contains("below the minimum decryption version 2"),
+        "{below}"
+    );
+    stdout(&rampart(
+        dir.path(),
+        m,
+        &["trim", "default", "--below", "2"],
+    ));
+    assert_eq!(
+        stdout(&rampart(
+            dir.path(),
+            m,
+            &["decrypt", "--aad", "user-7", rewrapped.trim()]
+        )),
+        "s3cret"
+    );
+
+    let status = stdout(&rampart(dir.path(), m, &["status", "--json"]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["keys"][0]["primary"], 2);
+    assert_eq!(status["keys"][0]["versions"].as_array().unwrap().len(), 1);
+    let file = std::fs::read_to_string(&keyring).unwrap();
+    assert!(!file.contains(&master));
+}
+
+#[test]
+fn files_round_trip_and_a_bad_one_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let m = Some(master.as_str());
+    let plain = dir.path().join("report.bin");
+    let data: Vec<u8> = (0..700_000u32).map(|i| (i % 241) as u8).collect();
+    std::fs::write(&plain, &data).unwrap();
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    stdout(&rampart(
+        dir.path(),
+        m,
+        &[
+            "encrypt-file",
+            &p("report.bin"),
+            &p("report.enc"),
+            "--segment",
+            "65536",
+        ],
+    ));
+    stdout(&rampart(
+        dir.path(),
+        m,
+        &["decrypt-file", &p("report.enc"), &p("report.out")],
+    ));
+    assert_eq!(std::fs::read(dir.path().join("report.out")).unwrap(), data);
+
+    let exists = stderr(&rampart(
+        dir.path(),
+        m,
+        &["decrypt-file", &p("report.enc"), &p("report.out")],
+    ));
+    assert!(exists.contains("--force"), "{exists}");
+
+    let mut sealed = std::fs::read(dir.path().join("report.enc")).unwrap();
+    let at = sealed.len() - 100;
+    sealed[at] ^= 1;
+    std::fs::write(dir.path().join("bad.enc"), &sealed).unwrap();
+    stderr(&rampart(
+        dir.path(),
+        m,
+        &["decrypt-file", &p("bad.enc"), &p("bad.out")],
+    ));
+    sealed.truncate(sealed.len() - 70_000);
+    std::fs::write(dir.path().join("cut.enc"), &sealed).unwrap();
+    stderr(&rampart(
+        dir.path(),
+        m,
+        &["decrypt-file", &p("cut.enc"), &p("cut.out")],
+    ));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("bad.out") || n.starts_with("cut.out") || n.contains("partial")),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn wrong_master_key_loose_permissions_and_no_keyring_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let none = stderr(&rampart(
+        dir.path(),
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        &["status"],
+    ));
+    assert!(none.contains("rampart vault init"), "{none}");
+    init(dir.path());
+    let missing = stderr(&rampart(dir.path(), None, &["status"]));
+    assert!(
+        missing.contains("RAMPART_MASTER_KEY is not set"),
+        "{missing}"
+    );
+    let wrong = stderr(&rampart(
+        dir.path(),
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        &["status"],
+    ));
+    assert!(wrong.contains("master key does not open"), "{wrong}");
+    let keyring = dir.path().join("data/keyring.json");
+    std::fs::set_permissions(&keyring, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let loose = stderr(&rampart(
+        dir.path(),
+        Some("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+        &["status"],
+    ));
+    assert!(loose.contains("chmod 600"), "{loose}");
+    let again = stderr(&rampart(dir.path(), None, &["init"]));
+    assert!(again.contains("already exists"), "{again}");
+}
+
+#[test]
+fn the_master_key_can_come_from_a_private_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let key_file = dir.path().join("master.key");
+    std::fs::write(&key_file, &master).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key_arg = key_file.to_string_lossy().into_owned();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["vault", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--master-key-file", &key_arg, "encrypt"])
+        .env_remove("RAMPART_MASTER_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let sealed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout(&rampart(
+            dir.path(),
+            Some(&master),
+            &["decrypt", sealed.trim()]
+        )),
+        "from stdin"
+    );
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = stderr(&rampart(
+        dir.path(),
+        None,
+        &["--master-key-file", &key_arg, "status"],
+    ));
+    assert!(loose.contains("chmod 600"), "{loose}");
+}
