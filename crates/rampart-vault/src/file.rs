@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 use crate::envelope::valid_key_name;
 use crate::key::{Algorithm, Cipher, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN, fill_random};
 use crate::keyring::{Key, Keyring, RotationPolicy, Version};
+use crate::master::Kdf;
 use crate::{MasterKey, VaultError};
 
 const FORMAT: u32 = 1;
@@ -31,6 +32,9 @@ struct KeyringFile {
     /// damaged key.
     check: String,
     policy: RotationPolicy,
+    /// Present when the master key comes from a passphrase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kdf: Option<Kdf>,
     keys: Vec<KeyFile>,
 }
 
@@ -104,7 +108,8 @@ pub(crate) fn check_private(path: &Path) -> Result<(), VaultError> {
 
 /// Writes the keyring to `path`: the old file stays whole until the new one is on disk.
 pub fn save(keyring: &Keyring, path: &Path, master: &MasterKey) -> Result<(), VaultError> {
-    let master = Cipher::new(Algorithm::Aes256Gcm, &master.0);
+    let kdf = master.kdf.clone();
+    let master = Cipher::new(Algorithm::Aes256Gcm, &master.secret);
     let keys = keyring.keys.read().unwrap_or_else(|e| e.into_inner());
     let mut files = Vec::with_capacity(keys.len());
     for (name, key) in keys.iter() {
@@ -134,6 +139,7 @@ pub fn save(keyring: &Keyring, path: &Path, master: &MasterKey) -> Result<(), Va
         format: FORMAT,
         check: seal(&master, CHECK_TEXT, b"rampart-keyring/1/check")?,
         policy: keyring.policy(),
+        kdf,
         keys: files,
     };
     let mut text = serde_json::to_vec_pretty(&file)
@@ -183,6 +189,19 @@ pub(crate) fn temporary_path(path: &Path) -> Result<PathBuf, VaultError> {
     Ok(path.with_file_name(format!(".{name}.{suffix}.tmp")))
 }
 
+/// How the keyring at `path` derives its master key from a passphrase, if it does: read
+/// before the passphrase can be turned into the key.
+pub fn passphrase_kdf(path: &Path) -> Result<Option<Kdf>, VaultError> {
+    check_private(path)?;
+    let text = std::fs::read(path)
+        .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
+    let file: KeyringFile = serde_json::from_slice(&text).map_err(|e| VaultError::KeyringFile {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(file.kdf)
+}
+
 /// Reads the keyring at `path`, refusing it when group or others can read it.
 pub fn load(path: &Path, master: &MasterKey) -> Result<Keyring, VaultError> {
     check_private(path)?;
@@ -196,7 +215,7 @@ pub fn load(path: &Path, master: &MasterKey) -> Result<Keyring, VaultError> {
     if file.format != FORMAT {
         return Err(bad(format!("unknown keyring format {}", file.format)));
     }
-    let master = Cipher::new(Algorithm::Aes256Gcm, &master.0);
+    let master = Cipher::new(Algorithm::Aes256Gcm, &master.secret);
     match open(&master, &file.check, b"rampart-keyring/1/check") {
         Ok(text) if text.as_slice() == CHECK_TEXT => {}
         _ => return Err(VaultError::WrongMasterKey),

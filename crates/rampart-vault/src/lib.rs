@@ -26,10 +26,12 @@ mod file;
 mod key;
 mod keyring;
 mod master;
+mod secrets;
 pub mod stream;
 
 pub use error::VaultError;
-pub use file::{load, save};
+pub use file::{load, passphrase_kdf, save};
 pub use key::{Algorithm, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN};
 pub use keyring::{Detached, KeyStatus, Keyring, RotationPolicy, VersionStatus};
-pub use master::MasterKey;
+pub use master::{Kdf, MasterKey};
+pub use secrets::{constant_time_eq, hash_password, needs_rehash, token, verify_password};

@@ -27,8 +27,9 @@ pub struct VaultArgs {
 
 #[derive(clap::Subcommand)]
 enum VaultCommand {
-    /// Create the keyring with a first key, `default`. Without a master key in the
-    /// environment or a key file, one is generated and printed once.
+    /// Create the keyring with a first key, `default`. The master key comes from
+    /// --master-key-file, RAMPART_MASTER_KEY or (derived with Argon2id)
+    /// RAMPART_MASTER_PASSPHRASE; without any, one is generated and printed once.
     Init {
         #[arg(long, default_value = "aes-256-gcm")]
         algorithm: Algorithm,
@@ -118,13 +119,13 @@ pub fn run(args: VaultArgs) -> Result<()> {
             algorithm,
         );
     }
-    let master = master_key(args.master_key_file.as_deref())?;
     if !path.exists() {
         bail!(
             "no keyring at {}: run `rampart vault init` first (or set --data-dir / RAMPART_DATA_DIR)",
             path.display()
         );
     }
+    let master = master_key(args.master_key_file.as_deref(), Some(&path))?;
     let keyring = rampart_vault::load(&path, &master)?;
     let save = |keyring: &Keyring| rampart_vault::save(keyring, &path, &master);
     match args.command {
@@ -246,11 +247,29 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn master_key(file: Option<&Path>) -> Result<MasterKey> {
-    Ok(match file {
-        Some(path) => MasterKey::from_file(path)?,
-        None => MasterKey::from_env()?,
-    })
+/// The master key: from `--master-key-file`, else `RAMPART_MASTER_KEY`, else derived from
+/// `RAMPART_MASTER_PASSPHRASE` with the keyring's salt (a new one for a new keyring).
+fn master_key(file: Option<&Path>, keyring: Option<&Path>) -> Result<MasterKey> {
+    if let Some(path) = file {
+        return Ok(MasterKey::from_file(path)?);
+    }
+    if std::env::var_os(MasterKey::ENV).is_none()
+        && let Ok(passphrase) = std::env::var(MasterKey::PASSPHRASE_ENV)
+    {
+        let passphrase = zeroize::Zeroizing::new(passphrase);
+        let kdf = match keyring {
+            Some(path) => rampart_vault::passphrase_kdf(path)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} was made with a master key, not a passphrase: set {}",
+                    path.display(),
+                    MasterKey::ENV
+                )
+            })?,
+            None => return Ok(MasterKey::from_passphrase(&passphrase, None)?),
+        };
+        return Ok(MasterKey::from_passphrase(&passphrase, Some(kdf))?);
+    }
+    Ok(MasterKey::from_env()?)
 }
 
 fn init(dir: &Path, path: &Path, key_file: Option<&Path>, algorithm: Algorithm) -> Result<()> {
@@ -265,9 +284,11 @@ fn init(dir: &Path, path: &Path, key_file: Option<&Path>, algorithm: Algorithm) 
         .mode(0o700)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
-    let explicit = key_file.is_some() || std::env::var_os(MasterKey::ENV).is_some();
+    let explicit = key_file.is_some()
+        || std::env::var_os(MasterKey::ENV).is_some()
+        || std::env::var_os(MasterKey::PASSPHRASE_ENV).is_some();
     let (master, generated) = if explicit {
-        (master_key(key_file)?, None)
+        (master_key(key_file, None)?, None)
     } else {
         let (master, text) = MasterKey::generate()?;
         (master, Some(text))

@@ -13,6 +13,7 @@ fn rampart(dir: &Path, master: Option<&str>, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("RAMPART_MASTER_KEY")
+        .env_remove("RAMPART_MASTER_PASSPHRASE")
         .env_remove("RAMPART_DATA_DIR");
     if let Some(master) = master {
         command.env("RAMPART_MASTER_KEY", master);
@@ -257,4 +258,35 @@ fn the_master_key_can_come_from_a_private_file() {
         &["--master-key-file", &key_arg, "status"],
     ));
     assert!(loose.contains("chmod 600"), "{loose}");
+}
+
+#[test]
+fn a_passphrase_can_stand_for_the_master_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |passphrase: &str, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["vault", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(args)
+            .env_remove("RAMPART_MASTER_KEY")
+            .env("RAMPART_MASTER_PASSPHRASE", passphrase)
+            .output()
+            .unwrap()
+    };
+    let init = stdout(&run("a long enough passphrase", &["init"]));
+    assert!(!init.contains("export"), "nothing to show: {init}");
+    let keyring = std::fs::read_to_string(dir.path().join("data/keyring.json")).unwrap();
+    assert!(keyring.contains("\"memory_kib\": 19456"), "{keyring}");
+    let sealed = stdout(&run("a long enough passphrase", &["encrypt", "hi"]));
+    assert_eq!(
+        stdout(&run(
+            "a long enough passphrase",
+            &["decrypt", sealed.trim()]
+        )),
+        "hi"
+    );
+    let wrong = stderr(&run("another long passphrase", &["decrypt", sealed.trim()]));
+    assert!(wrong.contains("master key does not open"), "{wrong}");
+    let short = stderr(&run("short", &["status"]));
+    assert!(short.contains("at least 12 characters"), "{short}");
 }
