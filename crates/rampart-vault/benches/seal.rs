@@ -162,6 +162,7 @@ fn bench_stream(c: &mut Criterion) {
                 &keyring,
                 "files",
                 stream::MAX_SEGMENT,
+                b"",
                 &mut reader,
                 &mut writer,
             )

@@ -27,6 +27,7 @@ mod key;
 mod keyring;
 mod master;
 mod secrets;
+mod store;
 pub mod stream;
 
 pub use error::VaultError;
@@ -35,3 +36,4 @@ pub use key::{Algorithm, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN};
 pub use keyring::{Detached, KeyStatus, Keyring, RotationPolicy, VersionStatus};
 pub use master::{Kdf, MasterKey};
 pub use secrets::{constant_time_eq, hash_password, needs_rehash, token, verify_password};
+pub use store::{Object, Store};

@@ -8,7 +8,8 @@
 //!
 //! Each file gets its own key, HKDF-SHA256 of the key version's bytes with the random salt
 //! and the header as info. Segment `i` is sealed with the nonce `prefix ‖ i (u32 BE) ‖ last`,
-//! where `last` is 1 for the final segment and 0 otherwise, and the header as associated data.
+//! where `last` is 1 for the final segment and 0 otherwise, and the header followed by the
+//! caller's associated data (say, the file's identity) as associated data.
 //! So a reordered, dropped, duplicated or spliced segment, a truncated stream and an extended
 //! one all fail to open; no plaintext of a segment is written before its tag verifies.
 
@@ -79,6 +80,7 @@ pub fn encrypt(
     keyring: &Keyring,
     key: &str,
     segment: usize,
+    aad: &[u8],
     input: &mut impl Read,
     output: &mut impl Write,
 ) -> Result<u64, VaultError> {
@@ -99,6 +101,7 @@ pub fn encrypt(
     output
         .write_all(&header)
         .map_err(|e| VaultError::io("writing the output", e))?;
+    let associated = [header.as_slice(), aad].concat();
     // Two buffers: a segment is only sealed once the next read shows whether it is the last.
     let mut current = vec![0u8; segment + TAG_LEN];
     let mut next = vec![0u8; segment + TAG_LEN];
@@ -112,7 +115,11 @@ pub fn encrypt(
             0
         };
         let last = next_len == 0;
-        let tag = cipher.seal(nonce(&prefix, counter, last), &header, &mut current[..len])?;
+        let tag = cipher.seal(
+            nonce(&prefix, counter, last),
+            &associated,
+            &mut current[..len],
+        )?;
         current[len..len + TAG_LEN].copy_from_slice(&tag);
         output
             .write_all(&current[..len + TAG_LEN])
@@ -159,6 +166,7 @@ fn write_header(
 /// its last segment is an error.
 pub fn decrypt(
     keyring: &Keyring,
+    aad: &[u8],
     input: &mut impl Read,
     output: &mut impl Write,
 ) -> Result<u64, VaultError> {
@@ -203,6 +211,7 @@ pub fn decrypt(
         let file_key = derive(secret, &rest[salt_at..salt_at + SALT_LEN], &header)?;
         Ok(Cipher::new(algorithm, &file_key.0))
     })?;
+    let associated = [header.as_slice(), aad].concat();
     let sealed = segment + TAG_LEN;
     let mut current = vec![0u8; sealed];
     let mut next = vec![0u8; sealed];
@@ -223,20 +232,23 @@ pub fn decrypt(
         // A full segment that ends the input is either the last one or the sign of a cut:
         // keep its bytes to tell which if it does not open as the last.
         let kept = (last && len == sealed).then(|| current[..len].to_vec());
-        let plaintext =
-            match cipher.open(nonce(&prefix, counter, last), &header, &mut current[..len]) {
-                Ok(plaintext) => plaintext,
-                Err(VaultError::Tampered)
-                    if kept.is_some_and(|mut bytes| {
-                        cipher
-                            .open(nonce(&prefix, counter, false), &header, &mut bytes)
-                            .is_ok()
-                    }) =>
-                {
-                    return Err(VaultError::Truncated);
-                }
-                Err(e) => return Err(e),
-            };
+        let plaintext = match cipher.open(
+            nonce(&prefix, counter, last),
+            &associated,
+            &mut current[..len],
+        ) {
+            Ok(plaintext) => plaintext,
+            Err(VaultError::Tampered)
+                if kept.is_some_and(|mut bytes| {
+                    cipher
+                        .open(nonce(&prefix, counter, false), &associated, &mut bytes)
+                        .is_ok()
+                }) =>
+            {
+                return Err(VaultError::Truncated);
+            }
+            Err(e) => return Err(e),
+        };
         output
             .write_all(plaintext)
             .map_err(|e| VaultError::io("writing the output", e))?;

@@ -16,13 +16,21 @@ fn keyring(algorithm: Algorithm) -> Keyring {
 
 fn seal(keyring: &Keyring, plaintext: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    stream::encrypt(keyring, "files", SEGMENT, &mut &plaintext[..], &mut out).unwrap();
+    stream::encrypt(
+        keyring,
+        "files",
+        SEGMENT,
+        b"",
+        &mut &plaintext[..],
+        &mut out,
+    )
+    .unwrap();
     out
 }
 
 fn open(keyring: &Keyring, sealed: &[u8]) -> Result<Vec<u8>, VaultError> {
     let mut out = Vec::new();
-    stream::decrypt(keyring, &mut &sealed[..], &mut out).map(|_| out)
+    stream::decrypt(keyring, b"", &mut &sealed[..], &mut out).map(|_| out)
 }
 
 fn data(len: usize) -> Vec<u8> {
@@ -135,7 +143,7 @@ fn nothing_of_a_bad_segment_is_written() {
     let mut changed = sealed.clone();
     changed[header + SEGMENT + TAG_LEN + 10] ^= 1;
     let mut out = Vec::new();
-    assert!(stream::decrypt(&keyring, &mut &changed[..], &mut out).is_err());
+    assert!(stream::decrypt(&keyring, b"", &mut &changed[..], &mut out).is_err());
     assert_eq!(out.len(), SEGMENT, "only the first, verified segment");
 }
 
@@ -222,6 +230,7 @@ fn a_stream_of_several_gib_passes_in_constant_memory() {
                 &keyring,
                 "files",
                 stream::MAX_SEGMENT,
+                b"",
                 &mut input,
                 &mut writer,
             )
@@ -232,8 +241,28 @@ fn a_stream_of_several_gib_passes_in_constant_memory() {
         pattern: pattern(),
     };
     let mut reader = std::io::BufReader::with_capacity(1 << 20, reader);
-    let opened = stream::decrypt(&keyring, &mut reader, &mut checker).unwrap();
+    let opened = stream::decrypt(&keyring, b"", &mut reader, &mut checker).unwrap();
     assert_eq!(sealer.join().unwrap().unwrap(), LEN);
     assert_eq!(opened, LEN);
     assert_eq!(checker.position as u64, LEN);
+}
+
+#[test]
+fn the_callers_associated_data_binds_the_stream() {
+    let keyring = keyring(Algorithm::ChaCha20Poly1305);
+    let mut sealed = Vec::new();
+    stream::encrypt(
+        &keyring,
+        "files",
+        SEGMENT,
+        b"object-1",
+        &mut &b"bound"[..],
+        &mut sealed,
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    assert!(stream::decrypt(&keyring, b"object-2", &mut &sealed[..], &mut out).is_err());
+    assert!(out.is_empty());
+    stream::decrypt(&keyring, b"object-1", &mut &sealed[..], &mut out).unwrap();
+    assert_eq!(out, b"bound");
 }

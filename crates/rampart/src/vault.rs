@@ -6,7 +6,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rampart_vault::{Algorithm, Keyring, MasterKey, RotationPolicy, envelope, stream};
+use rampart_vault::{Algorithm, Keyring, MasterKey, RotationPolicy, Store, envelope, stream};
 
 #[derive(clap::Args)]
 pub struct VaultArgs {
@@ -98,6 +98,11 @@ enum VaultCommand {
         #[arg(long)]
         force: bool,
     },
+    /// The encrypted file store under the data directory.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Decrypt a file made by encrypt-file.
     DecryptFile {
         input: PathBuf,
@@ -107,7 +112,39 @@ enum VaultCommand {
     },
 }
 
+#[derive(clap::Subcommand)]
+enum StoreCommand {
+    /// Encrypt a file into the store; prints its id.
+    Put {
+        file: PathBuf,
+        /// The name kept with it (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "application/octet-stream")]
+        content_type: String,
+        #[arg(long, default_value = "default")]
+        key: String,
+    },
+    /// Decrypt an object into a file.
+    Get {
+        id: String,
+        output: PathBuf,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Objects with their names, sizes, content types, ages and key versions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an object.
+    Rm { id: String },
+    /// Re-encrypt every object under its key's primary version, with a progress bar.
+    Rewrap,
+}
+
 const KEYRING_FILE: &str = "keyring.json";
+const STORE_DIR: &str = "store";
 
 pub fn run(args: VaultArgs) -> Result<()> {
     let path = args.data_dir.join(KEYRING_FILE);
@@ -214,6 +251,7 @@ pub fn run(args: VaultArgs) -> Result<()> {
                     &keyring,
                     &key,
                     segment,
+                    b"",
                     &mut open_input(&input)?,
                     out,
                 )?)
@@ -221,18 +259,105 @@ pub fn run(args: VaultArgs) -> Result<()> {
             save(&keyring)?;
             println!("encrypted {bytes} bytes into {}", output.display());
         }
+        VaultCommand::Store { command } => {
+            store(&keyring, &args.data_dir.join(STORE_DIR), command)?;
+            save(&keyring)?;
+        }
         VaultCommand::DecryptFile {
             input,
             output,
             force,
         } => {
             let bytes = write_output(&output, force, |out| {
-                Ok(stream::decrypt(&keyring, &mut open_input(&input)?, out)?)
+                Ok(stream::decrypt(
+                    &keyring,
+                    b"",
+                    &mut open_input(&input)?,
+                    out,
+                )?)
             })?;
             println!("decrypted {bytes} bytes into {}", output.display());
         }
     }
     Ok(())
+}
+
+fn store(keyring: &Keyring, dir: &Path, command: StoreCommand) -> Result<()> {
+    match command {
+        StoreCommand::Put {
+            file,
+            name,
+            content_type,
+            key,
+        } => {
+            let store = Store::open(dir, keyring, &key)?;
+            let name = name.unwrap_or_else(|| {
+                file.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            });
+            let object = store.put(&name, &content_type, &mut open_input(&file)?)?;
+            println!("{}", object.id);
+        }
+        StoreCommand::Get { id, output, force } => {
+            let store = first_key_store(dir, keyring)?;
+            let object = write_output(&output, force, |out| Ok(store.get(&id, out)?))?;
+            println!(
+                "{} ({} bytes) into {}",
+                object.name,
+                object.size,
+                output.display()
+            );
+        }
+        StoreCommand::List { json } => {
+            let objects = first_key_store(dir, keyring)?.list()?;
+            if json {
+                println!("{}", serde_json::to_string(&objects)?);
+            } else {
+                for o in objects {
+                    println!(
+                        "{}  {:>10}  {:<24}  {}  {} v{}",
+                        o.id, o.size, o.content_type, o.name, o.key, o.key_version
+                    );
+                }
+            }
+        }
+        StoreCommand::Rm { id } => {
+            first_key_store(dir, keyring)?.remove(&id)?;
+            println!("removed {id}");
+        }
+        StoreCommand::Rewrap => {
+            let store = first_key_store(dir, keyring)?;
+            let objects = store.list()?;
+            let total: u64 = objects.iter().map(|o| o.size).sum();
+            let bar = indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let mut changed = 0;
+            for object in &objects {
+                bar.set_message(object.name.clone());
+                if store.rewrap(&object.id)? {
+                    changed += 1;
+                }
+                bar.inc(object.size);
+            }
+            bar.finish_and_clear();
+            println!("rewrapped {changed} of {} object(s)", objects.len());
+        }
+    }
+    Ok(())
+}
+
+/// The store opened with any key: reading, listing and removing do not choose one.
+fn first_key_store<'k>(dir: &Path, keyring: &'k Keyring) -> Result<Store<'k>> {
+    let key = keyring
+        .status()
+        .into_iter()
+        .next()
+        .map(|k| k.name)
+        .context("the keyring has no keys")?;
+    Ok(Store::open(dir, keyring, &key)?)
 }
 
 fn open_input(path: &Path) -> Result<BufReader<File>> {

@@ -290,3 +290,42 @@ fn a_passphrase_can_stand_for_the_master_key() {
     let short = stderr(&run("short", &["status"]));
     assert!(short.contains("at least 12 characters"), "{short}");
 }
+
+#[test]
+fn the_store_keeps_lists_returns_rewraps_and_removes_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let m = Some(master.as_str());
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"meeting notes").unwrap();
+    let file_arg = file.to_string_lossy().into_owned();
+    let id = stdout(&rampart(
+        dir.path(),
+        m,
+        &["store", "put", &file_arg, "--content-type", "text/plain"],
+    ));
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    let list = stdout(&rampart(dir.path(), m, &["store", "list", "--json"]));
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["name"], "notes.txt");
+    assert_eq!(list[0]["size"], 13);
+    assert_eq!(list[0]["key_version"], 1);
+
+    stdout(&rampart(dir.path(), m, &["rotate", "default"]));
+    let rewrap = stdout(&rampart(dir.path(), m, &["store", "rewrap"]));
+    assert!(rewrap.contains("rewrapped 1 of 1"), "{rewrap}");
+    let out = dir.path().join("back.txt");
+    let out_arg = out.to_string_lossy().into_owned();
+    stdout(&rampart(dir.path(), m, &["store", "get", &id, &out_arg]));
+    assert_eq!(std::fs::read(&out).unwrap(), b"meeting notes");
+    let list = stdout(&rampart(dir.path(), m, &["store", "list", "--json"]));
+    assert!(list.contains("\"key_version\":2"), "{list}");
+    stdout(&rampart(dir.path(), m, &["store", "rm", &id]));
+    let gone = stderr(&rampart(
+        dir.path(),
+        m,
+        &["store", "get", &id, &out_arg, "--force"],
+    ));
+    assert!(gone.contains("no object"), "{gone}");
+}
