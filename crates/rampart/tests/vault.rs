@@ -329,3 +329,93 @@ fn the_store_keeps_lists_returns_rewraps_and_removes_files() {
     ));
     assert!(gone.contains("no object"), "{gone}");
 }
+
+/// Runs a shell script in a private mount namespace where `$FULL` is a 256 KiB tmpfs: needs
+/// root (CI runs as root); elsewhere the test says it did not run.
+fn with_small_disk(dir: &Path, script: &str) -> Option<Output> {
+    let root = Command::new("id").arg("-u").output().ok()?;
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+        eprintln!("not root: the full-disk test needs a tmpfs mount and did not run");
+        return None;
+    }
+    let full = dir.join("full");
+    std::fs::create_dir_all(&full).unwrap();
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=256k tmpfs \"$FULL\" && {script}"
+        ))
+        .env("FULL", &full)
+        .env("RAMPART", env!("CARGO_BIN_EXE_rampart"))
+        .env("DATA", dir.join("data"))
+        .env_remove("RAMPART_MASTER_PASSPHRASE")
+        .output()
+        .expect("unshare runs");
+    Some(output)
+}
+
+#[test]
+fn a_full_disk_fails_cleanly_and_keeps_the_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![7u8; 1 << 20]).unwrap();
+    let script = r#"
+        export RAMPART_MASTER_KEY="$M"
+        echo good > "$FULL/out.bin"
+        "$RAMPART" vault --data-dir "$DATA" encrypt-file "$BIG" "$FULL/out.bin" --force
+        echo "exit=$?"
+        cat "$FULL/out.bin"
+        ls -A "$FULL"
+    "#;
+    let Some(output) = with_small_disk(
+        dir.path(),
+        &script
+            .replace("$M", &master)
+            .replace("$BIG", &big.to_string_lossy()),
+    ) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("exit=1"), "{stdout} {stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    let listing: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("exit="))
+        .skip(1)
+        .collect();
+    assert_eq!(
+        listing,
+        ["good", "out.bin"],
+        "the old file is intact and nothing else is left"
+    );
+}
+
+#[test]
+fn a_full_disk_never_loses_the_keyring() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let script = r#"
+        export RAMPART_MASTER_KEY="$M"
+        cp -a "$DATA" "$FULL/data"
+        dd if=/dev/zero of="$FULL/filler" bs=1k count=1024 2>/dev/null
+        "$RAMPART" vault --data-dir "$FULL/data" rotate default
+        echo "exit=$?"
+        "$RAMPART" vault --data-dir "$FULL/data" status --json
+        ls -A "$FULL/data"
+    "#;
+    let Some(output) = with_small_disk(dir.path(), &script.replace("$M", &master)) else {
+        return;
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stdout.contains("exit=1"), "{stdout} {stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(
+        stdout.contains("\"primary\":1"),
+        "the old keyring still opens: {stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("keyring.json"), "{stdout}");
+    assert!(!stdout.contains(".tmp"), "no temporary file left: {stdout}");
+}
