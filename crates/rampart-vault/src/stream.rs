@@ -229,9 +229,10 @@ pub fn decrypt(
             0
         };
         let last = next_len == 0;
-        // A full segment that ends the input is either the last one or the sign of a cut:
-        // keep its bytes to tell which if it does not open as the last.
-        let kept = (last && len == sealed).then(|| current[..len].to_vec());
+        // A full segment that ends the input is either the last one or the sign of a cut;
+        // a full segment followed only by a short remainder may be the real last segment
+        // with bytes appended. Keep its bytes to tell which if it does not open.
+        let kept = (len == sealed && next_len < sealed).then(|| current[..len].to_vec());
         let plaintext = match cipher.open(
             nonce(&prefix, counter, last),
             &associated,
@@ -241,11 +242,15 @@ pub fn decrypt(
             Err(VaultError::Tampered)
                 if kept.is_some_and(|mut bytes| {
                     cipher
-                        .open(nonce(&prefix, counter, false), &associated, &mut bytes)
+                        .open(nonce(&prefix, counter, !last), &associated, &mut bytes)
                         .is_ok()
                 }) =>
             {
-                return Err(VaultError::Truncated);
+                return Err(if last {
+                    VaultError::Truncated
+                } else {
+                    VaultError::Extended
+                });
             }
             Err(e) => return Err(e),
         };

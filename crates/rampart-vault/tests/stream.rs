@@ -103,6 +103,14 @@ fn extension_reordering_and_splicing_fail() {
     let mut extended = sealed.clone();
     extended.extend_from_slice(&[0u8; 40]);
     assert!(open(&keyring, &extended).is_err());
+    // After a full last segment the appended bytes are named as such.
+    let exact = seal(&keyring, &data(2 * SEGMENT));
+    let mut appended = exact.clone();
+    appended.extend_from_slice(b"more");
+    assert!(matches!(
+        open(&keyring, &appended),
+        Err(VaultError::Extended)
+    ));
     let mut doubled_last = sealed.clone();
     doubled_last.extend_from_slice(&sealed[header + 3 * full..]);
     assert!(open(&keyring, &doubled_last).is_err());
