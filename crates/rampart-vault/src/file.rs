@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
@@ -269,5 +269,52 @@ pub fn load(path: &Path, master: &MasterKey) -> Result<Keyring, VaultError> {
     Ok(Keyring {
         keys: RwLock::new(keys),
         policy: file.policy,
+    })
+}
+
+/// Writes `path` through a temporary file renamed into place only when `write` succeeds.
+pub(crate) fn write_new<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, VaultError>,
+) -> Result<T, VaultError> {
+    let (temporary, value) = write_temporary(path, write)?;
+    commit(&temporary, path)?;
+    Ok(value)
+}
+
+/// Writes and syncs a temporary file beside `path`; removes it if `write` fails.
+pub(crate) fn write_temporary<T>(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, VaultError>,
+) -> Result<(PathBuf, T), VaultError> {
+    let temporary = temporary_path(path)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .map_err(|e| VaultError::io(format!("creating {}", temporary.display()), e))?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    let result = write(&mut writer).and_then(|value| {
+        let file = writer.into_inner().map_err(|e| {
+            VaultError::io(format!("writing {}", temporary.display()), e.into_error())
+        })?;
+        file.sync_all()
+            .map_err(|e| VaultError::io(format!("writing {}", temporary.display()), e))?;
+        Ok(value)
+    });
+    match result {
+        Ok(value) => Ok((temporary, value)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temporary);
+            Err(e)
+        }
+    }
+}
+
+pub(crate) fn commit(temporary: &Path, path: &Path) -> Result<(), VaultError> {
+    std::fs::rename(temporary, path).map_err(|e| {
+        let _ = std::fs::remove_file(temporary);
+        VaultError::io(format!("replacing {}", path.display()), e)
     })
 }

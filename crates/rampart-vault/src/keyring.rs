@@ -394,6 +394,14 @@ impl Keyring {
             .collect()
     }
 
+    /// The key's primary version.
+    pub fn primary(&self, name: &str) -> Result<u32, VaultError> {
+        self.read()
+            .get(name)
+            .map(|key| key.primary)
+            .ok_or_else(|| VaultError::UnknownKey(name.to_owned()))
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.read().contains_key(name)
     }

@@ -2,14 +2,13 @@
 //! file and a sealed metadata record (name, size, content type, creation time, key version),
 //! both bound to the object's id, so neither can be swapped with another object's or edited.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file::temporary_path;
 use crate::key::fill_random;
 use crate::keyring::now_secs;
 use crate::{Keyring, VaultError, envelope, stream};
@@ -86,7 +85,7 @@ impl<'k> Store<'k> {
         fill_random(&mut raw)?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let data = self.path(&id, DATA)?;
-        let (size, key_version) = write_new(&data, |out| {
+        let (size, key_version) = crate::file::write_new(&data, |out| {
             let size = stream::encrypt(
                 self.keyring,
                 &self.key,
@@ -97,7 +96,7 @@ impl<'k> Store<'k> {
             )?;
             Ok(size)
         })
-        .and_then(|size| Ok((size, stream_version(&data)?)))?;
+        .and_then(|size| Ok((size, stream::file_version(&data)?)))?;
         let object = Object {
             id: id.clone(),
             name: name.to_owned(),
@@ -199,62 +198,11 @@ impl<'k> Store<'k> {
     /// plaintext touching the disk; returns whether anything changed.
     pub fn rewrap(&self, id: &str) -> Result<bool, VaultError> {
         let object = self.meta(id)?;
-        let primary = self
-            .keyring
-            .status()
-            .into_iter()
-            .find(|k| k.name == object.key)
-            .map(|k| k.primary)
-            .ok_or_else(|| VaultError::UnknownKey(object.key.clone()))?;
-        if object.key_version == primary {
-            return Ok(false);
-        }
         let path = self.path(id, DATA)?;
-        let aad = Self::aad(id, DATA);
-        let (reader, mut writer) =
-            std::io::pipe().map_err(|e| VaultError::io("making a pipe", e))?;
-        let size = std::thread::scope(|scope| {
-            let decrypting = scope.spawn(|| {
-                let file = File::open(&path)
-                    .map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
-                let result = stream::decrypt(
-                    self.keyring,
-                    &aad,
-                    &mut BufReader::with_capacity(1 << 20, file),
-                    &mut writer,
-                );
-                drop(writer);
-                result
-            });
-            let written = write_temporary(&path, |out| {
-                stream::encrypt(
-                    self.keyring,
-                    &object.key,
-                    stream::DEFAULT_SEGMENT,
-                    &aad,
-                    &mut BufReader::new(reader),
-                    out,
-                )
-            });
-            let read = decrypting
-                .join()
-                .map_err(|_| VaultError::Refused("the decrypting thread panicked".into()));
-            // A failed read ends the new stream early: it must not replace the old one.
-            match (read, written) {
-                (Ok(Ok(_)), Ok((temporary, size))) => commit(&temporary, &path).map(|()| size),
-                (read, written) => {
-                    if let Ok((temporary, _)) = &written {
-                        let _ = std::fs::remove_file(temporary);
-                    }
-                    Err(read
-                        .and_then(|r| r)
-                        .err()
-                        .or(written.err())
-                        .unwrap_or(VaultError::Truncated))
-                }
-            }
-        })?;
-        let key_version = stream_version(&path)?;
+        let Some(size) = stream::rewrap_file(self.keyring, &path, &Self::aad(id, DATA))? else {
+            return Ok(false);
+        };
+        let key_version = stream::file_version(&path)?;
         self.write_meta(&Object {
             size,
             key_version,
@@ -262,72 +210,4 @@ impl<'k> Store<'k> {
         })?;
         Ok(true)
     }
-}
-
-/// The key version named in a stream file's header.
-fn stream_version(path: &Path) -> Result<u32, VaultError> {
-    let mut head = [0u8; 6 + crate::envelope::MAX_NAME_LEN + 4];
-    let mut file =
-        File::open(path).map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
-    let n = file
-        .read(&mut head)
-        .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
-    let name_len = usize::from(*head.get(5).ok_or(VaultError::Truncated)?);
-    let at = 6 + name_len;
-    if n < at + 4 {
-        return Err(VaultError::Truncated);
-    }
-    Ok(u32::from_be_bytes([
-        head[at],
-        head[at + 1],
-        head[at + 2],
-        head[at + 3],
-    ]))
-}
-
-/// Writes `path` through a temporary file renamed into place only when `write` succeeds.
-fn write_new<T>(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, VaultError>,
-) -> Result<T, VaultError> {
-    let (temporary, value) = write_temporary(path, write)?;
-    commit(&temporary, path)?;
-    Ok(value)
-}
-
-/// Writes and syncs a temporary file beside `path`; removes it if `write` fails.
-fn write_temporary<T>(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, VaultError>,
-) -> Result<(PathBuf, T), VaultError> {
-    let temporary = temporary_path(path)?;
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .map_err(|e| VaultError::io(format!("creating {}", temporary.display()), e))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let result = write(&mut writer).and_then(|value| {
-        let file = writer.into_inner().map_err(|e| {
-            VaultError::io(format!("writing {}", temporary.display()), e.into_error())
-        })?;
-        file.sync_all()
-            .map_err(|e| VaultError::io(format!("writing {}", temporary.display()), e))?;
-        Ok(value)
-    });
-    match result {
-        Ok(value) => Ok((temporary, value)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&temporary);
-            Err(e)
-        }
-    }
-}
-
-fn commit(temporary: &Path, path: &Path) -> Result<(), VaultError> {
-    std::fs::rename(temporary, path).map_err(|e| {
-        let _ = std::fs::remove_file(temporary);
-        VaultError::io(format!("replacing {}", path.display()), e)
-    })
 }

@@ -13,11 +13,14 @@
 //! So a reordered, dropped, duplicated or spliced segment, a truncated stream and an extended
 //! one all fail to open; no plaintext of a segment is written before its tag verifies.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::path::Path;
 
 use aws_lc_rs::hkdf;
 
 use crate::envelope::{MAX_NAME_LEN, valid_key_name};
+use crate::file::{commit, write_temporary};
 use crate::key::{Algorithm, Cipher, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN, fill_random};
 use crate::{Keyring, VaultError};
 
@@ -271,4 +274,101 @@ pub fn decrypt(
         .flush()
         .map_err(|e| VaultError::io("writing the output", e))?;
     Ok(total)
+}
+
+/// The key version named in a stream file's header.
+pub fn file_version(path: &Path) -> Result<u32, VaultError> {
+    let mut head = [0u8; 6 + crate::envelope::MAX_NAME_LEN + 4];
+    let mut file =
+        File::open(path).map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
+    let n = file
+        .read(&mut head)
+        .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
+    let name_len = usize::from(*head.get(5).ok_or(VaultError::Truncated)?);
+    let at = 6 + name_len;
+    if n < at + 4 {
+        return Err(VaultError::Truncated);
+    }
+    Ok(u32::from_be_bytes([
+        head[at],
+        head[at + 1],
+        head[at + 2],
+        head[at + 3],
+    ]))
+}
+
+/// Re-encrypts the stream file at `path` under its key's primary version, in place and
+/// without its plaintext touching the disk: the old stream is decrypted through a pipe into
+/// the new one, which replaces the file only when the old one opened to its end. Returns the
+/// plaintext length, or `None` when the file is already under the primary version.
+pub fn rewrap_file(keyring: &Keyring, path: &Path, aad: &[u8]) -> Result<Option<u64>, VaultError> {
+    let version = file_version(path)?;
+    let key = file_key_name(path)?;
+    let primary = keyring.primary(&key)?;
+    if version == primary {
+        return Ok(None);
+    }
+    let (reader, mut writer) = std::io::pipe().map_err(|e| VaultError::io("making a pipe", e))?;
+    std::thread::scope(|scope| {
+        let decrypting = scope.spawn(|| {
+            let file = File::open(path)
+                .map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
+            let result = decrypt(
+                keyring,
+                aad,
+                &mut BufReader::with_capacity(1 << 20, file),
+                &mut writer,
+            );
+            drop(writer);
+            result
+        });
+        let written = write_temporary(path, |out| {
+            encrypt(
+                keyring,
+                &key,
+                DEFAULT_SEGMENT,
+                aad,
+                &mut BufReader::new(reader),
+                out,
+            )
+        });
+        let read = decrypting
+            .join()
+            .map_err(|_| VaultError::Refused("the decrypting thread panicked".into()));
+        // A failed read ends the new stream early: it must not replace the old one.
+        match (read, written) {
+            (Ok(Ok(_)), Ok((temporary, size))) => commit(&temporary, path).map(|()| Some(size)),
+            (read, written) => {
+                if let Ok((temporary, _)) = &written {
+                    let _ = std::fs::remove_file(temporary);
+                }
+                Err(read
+                    .and_then(|r| r)
+                    .err()
+                    .or(written.err())
+                    .unwrap_or(VaultError::Truncated))
+            }
+        }
+    })
+}
+
+/// The key name in a stream file's header.
+fn file_key_name(path: &Path) -> Result<String, VaultError> {
+    let mut head = [0u8; 6 + MAX_NAME_LEN];
+    let mut file =
+        File::open(path).map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
+    let n = read_full(&mut file, &mut head)?;
+    if n < 6 || &head[..3] != MAGIC {
+        return Err(VaultError::Malformed("not a Rampart encrypted file"));
+    }
+    let len = usize::from(head[5]);
+    std::str::from_utf8(
+        head.get(6..6 + len)
+            .filter(|_| 6 + len <= n)
+            .ok_or(VaultError::Truncated)?,
+    )
+    .ok()
+    .filter(|k| valid_key_name(k))
+    .map(str::to_owned)
+    .ok_or(VaultError::Malformed("the key name is not valid"))
 }

@@ -75,6 +75,12 @@ enum VaultCommand {
         aad: String,
         ciphertexts: Vec<String>,
     },
+    /// Re-encrypt files made by encrypt-file under their key's primary version, in place and
+    /// without plaintext on disk, with a progress bar.
+    RewrapFiles {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Versions below N no longer decrypt.
     MinVersion { name: String, version: u32 },
     /// Delete the versions below a bound; versions that still decrypt need --force.
@@ -229,6 +235,28 @@ pub fn run(args: VaultArgs) -> Result<()> {
                 println!("{text}");
             }
         }
+        VaultCommand::RewrapFiles { files } => {
+            let sizes: Vec<u64> = files
+                .iter()
+                .map(|f| std::fs::metadata(f).map(|m| m.len()))
+                .collect::<std::io::Result<_>>()
+                .context("reading the files to rewrap")?;
+            let bar = progress(sizes.iter().sum());
+            let mut changed = 0;
+            for (file, size) in files.iter().zip(sizes) {
+                bar.set_message(file.display().to_string());
+                if stream::rewrap_file(&keyring, file, b"")
+                    .with_context(|| format!("rewrapping {}", file.display()))?
+                    .is_some()
+                {
+                    changed += 1;
+                }
+                bar.inc(size);
+            }
+            bar.finish_and_clear();
+            save(&keyring)?;
+            println!("rewrapped {changed} of {} file(s)", files.len());
+        }
         VaultCommand::MinVersion { name, version } => {
             keyring.set_min_decryption_version(&name, version)?;
             save(&keyring)?;
@@ -330,10 +358,7 @@ fn store(keyring: &Keyring, dir: &Path, command: StoreCommand) -> Result<()> {
             let store = first_key_store(dir, keyring)?;
             let objects = store.list()?;
             let total: u64 = objects.iter().map(|o| o.size).sum();
-            let bar = indicatif::ProgressBar::new(total).with_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
+            let bar = progress(total);
             let mut changed = 0;
             for object in &objects {
                 bar.set_message(object.name.clone());
@@ -347,6 +372,14 @@ fn store(keyring: &Keyring, dir: &Path, command: StoreCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A progress bar in bytes on stderr; hidden when stderr is not a terminal.
+fn progress(total: u64) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(total).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    )
 }
 
 /// The store opened with any key: reading, listing and removing do not choose one.

@@ -419,3 +419,38 @@ fn a_full_disk_never_loses_the_keyring() {
     assert!(stdout.trim_end().ends_with("keyring.json"), "{stdout}");
     assert!(!stdout.contains(".tmp"), "no temporary file left: {stdout}");
 }
+
+#[test]
+fn encrypted_files_are_rewrapped_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = init(dir.path());
+    let m = Some(master.as_str());
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    for (name, len) in [("a", 10usize), ("b", 300_000)] {
+        std::fs::write(dir.path().join(name), vec![b'x'; len]).unwrap();
+        stdout(&rampart(
+            dir.path(),
+            m,
+            &["encrypt-file", &p(name), &p(&format!("{name}.rv"))],
+        ));
+    }
+    stdout(&rampart(dir.path(), m, &["rotate", "default"]));
+    let out = stdout(&rampart(
+        dir.path(),
+        m,
+        &["rewrap-files", &p("a.rv"), &p("b.rv")],
+    ));
+    assert!(out.contains("rewrapped 2 of 2"), "{out}");
+    let again = stdout(&rampart(dir.path(), m, &["rewrap-files", &p("a.rv")]));
+    assert!(again.contains("rewrapped 0 of 1"), "{again}");
+    stdout(&rampart(dir.path(), m, &["min-version", "default", "2"]));
+    stdout(&rampart(
+        dir.path(),
+        m,
+        &["decrypt-file", &p("b.rv"), &p("b.out")],
+    ));
+    assert_eq!(
+        std::fs::read(dir.path().join("b.out")).unwrap(),
+        vec![b'x'; 300_000]
+    );
+}
