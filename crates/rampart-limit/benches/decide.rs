@@ -42,6 +42,32 @@ fn memory(c: &mut Criterion) {
     c.bench_function("memory decide, one hot key", |b| {
         b.iter(|| black_box(store.decide(keys[0], &quota)))
     });
+    drop(store);
+
+    // The floor under any decision on a random key: one load from a random cache line of a
+    // table as large as the store's, each load depending on the previous (as decisions do,
+    // through the shard lock), TLB misses included.
+    let lines = MemoryStore::new(2_000_000).capacity() / 4;
+    let mut next: Vec<usize> = (0..lines).collect();
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..lines).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        next.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    // One u64 per 64-byte line, linked into one random cycle.
+    let mut chain = vec![[0usize; 8]; lines];
+    for w in 0..lines {
+        chain[next[w]][0] = next[(w + 1) % lines];
+    }
+    let mut p = 0usize;
+    c.bench_function("anchor: dependent random load over the same memory", |b| {
+        b.iter(|| {
+            p = chain[p][0];
+            black_box(p)
+        })
+    });
 }
 
 criterion_group!(benches, memory);
