@@ -95,6 +95,7 @@ rules! {
     XSS_JS_SINK = 3106, "xss-javascript-sink", Xss, 3, 1;
     XSS_JS_CALL = 3107, "xss-javascript-probe-call", Xss, 5, 1;
     XSS_RAWTEXT_BREAKOUT = 3108, "xss-raw-text-breakout", Xss, 5, 1;
+    XSS_STYLE_INJECTION = 3109, "xss-style-injection", Xss, 5, 1;
     XSS_HTML_TAG = 3201, "xss-html-tag", Xss, 3, 2;
     XSS_HTML_COMMENT = 3202, "xss-html-comment-or-cdata", Xss, 3, 2;
 

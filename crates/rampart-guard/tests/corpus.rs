@@ -43,7 +43,7 @@ fn default_policy_meets_the_floors_on_the_shared_corpus() {
         ("traversal", 0.986),
         ("lfi", 0.878),
         ("sqli", 0.974),
-        ("xss", 0.87),
+        ("xss", 0.88),
     ] {
         assert!(
             detection(family) >= floor,
