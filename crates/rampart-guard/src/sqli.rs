@@ -878,22 +878,28 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                 0
             } else {
                 // A bare value that is a number (`1`, `-1`, `(1)`), a variable or a name,
-                // perhaps aliased (`x AS y`).
-                let mut k = 0;
-                while at(k) == Some(Kind::LParen) {
+                // perhaps aliased (`x AS y`), or only the alias of the application's column
+                // (` AS x WHERE 1=1`).
+                if at(0) == Some(Kind::Word(Kw::As)) && at(1) == Some(Kind::Word(Kw::Ident)) {
+                    2
+                } else {
+                    let mut k = 0;
+                    while at(k) == Some(Kind::LParen) {
+                        k += 1;
+                    }
+                    if at(k) == Some(Kind::Sign) && at(k + 1) == Some(Kind::Num) {
+                        k += 1;
+                    }
+                    if !matches!(at(k), Some(Kind::Num | Kind::Var | Kind::Word(Kw::Ident))) {
+                        return;
+                    }
                     k += 1;
+                    if at(k) == Some(Kind::Word(Kw::As)) && at(k + 1) == Some(Kind::Word(Kw::Ident))
+                    {
+                        k += 2;
+                    }
+                    k
                 }
-                if at(k) == Some(Kind::Sign) && at(k + 1) == Some(Kind::Num) {
-                    k += 1;
-                }
-                if !matches!(at(k), Some(Kind::Num | Kind::Var | Kind::Word(Kw::Ident))) {
-                    return;
-                }
-                k += 1;
-                if at(k) == Some(Kind::Word(Kw::As)) && at(k + 1) == Some(Kind::Word(Kw::Ident)) {
-                    k += 2;
-                }
-                k
             }
         }
     };
@@ -1476,6 +1482,7 @@ mod tests {
             " ( 1 OR 1 )  --",
             "( BINARY ( 'a' OR 'b') ) --",
             "(cos(1) * 2) #",
+            " AS INJECTX WHERE 1=1 AND 1=0--",
         ] {
             assert!(sqli(attack), "missed: {attack}");
         }
@@ -1506,6 +1513,7 @@ mod tests {
             "(see below) --",
             "(note) --",
             "Thanks -- M.",
+            "as requested, where possible",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }
