@@ -51,14 +51,27 @@ pub fn write_header(
     nonce: &[u8; NONCE_LEN],
 ) {
     out.clear();
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT);
+    write_identity(out, MAGIC, FORMAT, algorithm, key, version);
+    out.extend_from_slice(nonce);
+}
+
+/// The start every vault header shares: magic, format, algorithm, key name length, key name
+/// and key version.
+pub(crate) fn write_identity(
+    out: &mut Vec<u8>,
+    magic: &[u8],
+    format: u8,
+    algorithm: Algorithm,
+    key: &str,
+    version: u32,
+) {
+    out.extend_from_slice(magic);
+    out.push(format);
     out.push(algorithm.id());
     // Key names are checked when keys are made, so the length fits a byte.
     out.push(key.len() as u8);
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(&version.to_be_bytes());
-    out.extend_from_slice(nonce);
 }
 
 /// Splits a ciphertext into its header and the ciphertext with its tag.

@@ -150,31 +150,10 @@ pub fn save(keyring: &Keyring, path: &Path, master: &MasterKey) -> Result<(), Va
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, with mode 0600.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temporary = temporary_path(path)?;
-    let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temporary)
-            .map_err(|e| VaultError::io(format!("creating {}", temporary.display()), e))?;
-        file.write_all(bytes)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| VaultError::io(format!("writing {}", temporary.display()), e))?;
-        std::fs::rename(&temporary, path)
-            .map_err(|e| VaultError::io(format!("replacing {}", path.display()), e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| VaultError::io(format!("syncing {}", dir.display()), e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    write_file(path, |out| {
+        out.write_all(bytes)
+            .map_err(|e| VaultError::io(format!("writing {}", path.display()), e))
+    })
 }
 
 /// A name beside `path` that no other writer uses.
@@ -272,8 +251,10 @@ pub fn load(path: &Path, master: &MasterKey) -> Result<Keyring, VaultError> {
     })
 }
 
-/// Writes `path` through a temporary file renamed into place only when `write` succeeds.
-pub(crate) fn write_new<T>(
+/// Writes `path` through a temporary file beside it (mode 0600, synced), renamed into place
+/// only when `write` succeeds: a failure, a full disk included, leaves the old file as it
+/// was and no temporary file behind.
+pub fn write_file<T>(
     path: &Path,
     write: impl FnOnce(&mut BufWriter<File>) -> Result<T, VaultError>,
 ) -> Result<T, VaultError> {
@@ -312,9 +293,18 @@ pub(crate) fn write_temporary<T>(
     }
 }
 
+/// Renames a written temporary file over `path` and syncs the directory, so the rename
+/// itself survives a crash; the temporary file is removed if that fails.
 pub(crate) fn commit(temporary: &Path, path: &Path) -> Result<(), VaultError> {
     std::fs::rename(temporary, path).map_err(|e| {
         let _ = std::fs::remove_file(temporary);
         VaultError::io(format!("replacing {}", path.display()), e)
-    })
+    })?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| VaultError::io(format!("syncing {}", dir.display()), e))
 }

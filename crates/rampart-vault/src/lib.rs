@@ -31,7 +31,7 @@ mod store;
 pub mod stream;
 
 pub use error::VaultError;
-pub use file::{load, passphrase_kdf, save};
+pub use file::{load, passphrase_kdf, save, write_file};
 pub use key::{Algorithm, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN};
 pub use keyring::{Detached, KeyStatus, Keyring, RotationPolicy, VersionStatus};
 pub use master::{Kdf, MasterKey};

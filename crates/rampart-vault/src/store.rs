@@ -85,7 +85,7 @@ impl<'k> Store<'k> {
         fill_random(&mut raw)?;
         let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
         let data = self.path(&id, DATA)?;
-        let (size, key_version) = crate::file::write_new(&data, |out| {
+        let (size, key_version) = crate::file::write_file(&data, |out| {
             let size = stream::encrypt(
                 self.keyring,
                 &self.key,
@@ -96,7 +96,7 @@ impl<'k> Store<'k> {
             )?;
             Ok(size)
         })
-        .and_then(|size| Ok((size, stream::file_version(&data)?)))?;
+        .and_then(|size| Ok((size, stream::file_key(&data)?.1)))?;
         let object = Object {
             id: id.clone(),
             name: name.to_owned(),
@@ -202,7 +202,7 @@ impl<'k> Store<'k> {
         let Some(size) = stream::rewrap_file(self.keyring, &path, &Self::aad(id, DATA))? else {
             return Ok(false);
         };
-        let key_version = stream::file_version(&path)?;
+        let key_version = stream::file_key(&path)?.1;
         self.write_meta(&Object {
             size,
             key_version,

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use aws_lc_rs::hkdf;
 
-use crate::envelope::{MAX_NAME_LEN, valid_key_name};
+use crate::envelope::{MAX_NAME_LEN, valid_key_name, write_identity};
 use crate::file::{commit, write_temporary};
 use crate::key::{Algorithm, Cipher, KEY_LEN, NONCE_LEN, SecretKey, TAG_LEN, fill_random};
 use crate::{Keyring, VaultError};
@@ -152,27 +152,26 @@ fn write_header(
     prefix: &[u8; PREFIX_LEN],
 ) -> Vec<u8> {
     let mut header = Vec::with_capacity(64 + key.len());
-    header.extend_from_slice(MAGIC);
-    header.push(FORMAT);
-    header.push(algorithm.id());
-    header.push(key.len() as u8);
-    header.extend_from_slice(key.as_bytes());
-    header.extend_from_slice(&version.to_be_bytes());
+    write_identity(&mut header, MAGIC, FORMAT, algorithm, key, version);
     header.extend_from_slice(&segment.to_be_bytes());
     header.extend_from_slice(salt);
     header.extend_from_slice(prefix);
     header
 }
 
-/// Decrypts a stream made by [`encrypt`] into `output`; returns the plaintext length. Each
-/// segment is written only after its tag verifies; a stream that ends early or goes on after
-/// its last segment is an error.
-pub fn decrypt(
-    keyring: &Keyring,
-    aad: &[u8],
-    input: &mut impl Read,
-    output: &mut impl Write,
-) -> Result<u64, VaultError> {
+/// A stream's header as read from its start.
+struct StreamHeader {
+    algorithm: Algorithm,
+    key: String,
+    version: u32,
+    segment: usize,
+    salt: [u8; SALT_LEN],
+    prefix: [u8; PREFIX_LEN],
+    /// The header's bytes, as authenticated.
+    bytes: Vec<u8>,
+}
+
+fn read_header(input: &mut impl Read) -> Result<StreamHeader, VaultError> {
     let mut fixed = [0u8; 6];
     if read_full(input, &mut fixed)? < fixed.len() || &fixed[..3] != MAGIC {
         return Err(VaultError::Malformed("not a Rampart encrypted file"));
@@ -203,15 +202,46 @@ pub fn decrypt(
         return Err(VaultError::Malformed("the segment size is out of range"));
     }
     let salt_at = name_len + 8;
+    let mut salt = [0u8; SALT_LEN];
+    salt.copy_from_slice(&rest[salt_at..salt_at + SALT_LEN]);
     let mut prefix = [0u8; PREFIX_LEN];
     prefix.copy_from_slice(&rest[salt_at + SALT_LEN..]);
-    let mut header = fixed.to_vec();
-    header.extend_from_slice(&rest);
+    let mut bytes = fixed.to_vec();
+    bytes.extend_from_slice(&rest);
+    Ok(StreamHeader {
+        algorithm,
+        key,
+        version,
+        segment,
+        salt,
+        prefix,
+        bytes,
+    })
+}
+
+/// Decrypts a stream made by [`encrypt`] into `output`; returns the plaintext length. Each
+/// segment is written only after its tag verifies; a stream that ends early or goes on after
+/// its last segment is an error.
+pub fn decrypt(
+    keyring: &Keyring,
+    aad: &[u8],
+    input: &mut impl Read,
+    output: &mut impl Write,
+) -> Result<u64, VaultError> {
+    let StreamHeader {
+        algorithm,
+        key,
+        version,
+        segment,
+        salt,
+        prefix,
+        bytes: header,
+    } = read_header(input)?;
     let cipher = keyring.with_version(&key, Some(version), |key_algorithm, _, secret| {
         if key_algorithm != algorithm {
             return Err(VaultError::Tampered);
         }
-        let file_key = derive(secret, &rest[salt_at..salt_at + SALT_LEN], &header)?;
+        let file_key = derive(secret, &salt, &header)?;
         Ok(Cipher::new(algorithm, &file_key.0))
     })?;
     let associated = [header.as_slice(), aad].concat();
@@ -276,25 +306,12 @@ pub fn decrypt(
     Ok(total)
 }
 
-/// The key version named in a stream file's header.
-pub fn file_version(path: &Path) -> Result<u32, VaultError> {
-    let mut head = [0u8; 6 + crate::envelope::MAX_NAME_LEN + 4];
+/// The key and key version a stream file is encrypted under, from its header.
+pub fn file_key(path: &Path) -> Result<(String, u32), VaultError> {
     let mut file =
         File::open(path).map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
-    let n = file
-        .read(&mut head)
-        .map_err(|e| VaultError::io(format!("reading {}", path.display()), e))?;
-    let name_len = usize::from(*head.get(5).ok_or(VaultError::Truncated)?);
-    let at = 6 + name_len;
-    if n < at + 4 {
-        return Err(VaultError::Truncated);
-    }
-    Ok(u32::from_be_bytes([
-        head[at],
-        head[at + 1],
-        head[at + 2],
-        head[at + 3],
-    ]))
+    let header = read_header(&mut file)?;
+    Ok((header.key, header.version))
 }
 
 /// Re-encrypts the stream file at `path` under its key's primary version, in place and
@@ -302,8 +319,7 @@ pub fn file_version(path: &Path) -> Result<u32, VaultError> {
 /// the new one, which replaces the file only when the old one opened to its end. Returns the
 /// plaintext length, or `None` when the file is already under the primary version.
 pub fn rewrap_file(keyring: &Keyring, path: &Path, aad: &[u8]) -> Result<Option<u64>, VaultError> {
-    let version = file_version(path)?;
-    let key = file_key_name(path)?;
+    let (key, version) = file_key(path)?;
     let primary = keyring.primary(&key)?;
     if version == primary {
         return Ok(None);
@@ -350,25 +366,4 @@ pub fn rewrap_file(keyring: &Keyring, path: &Path, aad: &[u8]) -> Result<Option<
             }
         }
     })
-}
-
-/// The key name in a stream file's header.
-fn file_key_name(path: &Path) -> Result<String, VaultError> {
-    let mut head = [0u8; 6 + MAX_NAME_LEN];
-    let mut file =
-        File::open(path).map_err(|e| VaultError::io(format!("opening {}", path.display()), e))?;
-    let n = read_full(&mut file, &mut head)?;
-    if n < 6 || &head[..3] != MAGIC {
-        return Err(VaultError::Malformed("not a Rampart encrypted file"));
-    }
-    let len = usize::from(head[5]);
-    std::str::from_utf8(
-        head.get(6..6 + len)
-            .filter(|_| 6 + len <= n)
-            .ok_or(VaultError::Truncated)?,
-    )
-    .ok()
-    .filter(|k| valid_key_name(k))
-    .map(str::to_owned)
-    .ok_or(VaultError::Malformed("the key name is not valid"))
 }

@@ -1,8 +1,8 @@
 //! `rampart vault ...`: the keyring and file encryption from the command line.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -274,15 +274,9 @@ pub fn run(args: VaultArgs) -> Result<()> {
             segment,
             force,
         } => {
+            let mut input = open_input(&input)?;
             let bytes = write_output(&output, force, |out| {
-                Ok(stream::encrypt(
-                    &keyring,
-                    &key,
-                    segment,
-                    b"",
-                    &mut open_input(&input)?,
-                    out,
-                )?)
+                stream::encrypt(&keyring, &key, segment, b"", &mut input, out)
             })?;
             save(&keyring)?;
             println!("encrypted {bytes} bytes into {}", output.display());
@@ -296,13 +290,9 @@ pub fn run(args: VaultArgs) -> Result<()> {
             output,
             force,
         } => {
+            let mut input = open_input(&input)?;
             let bytes = write_output(&output, force, |out| {
-                Ok(stream::decrypt(
-                    &keyring,
-                    b"",
-                    &mut open_input(&input)?,
-                    out,
-                )?)
+                stream::decrypt(&keyring, b"", &mut input, out)
             })?;
             println!("decrypted {bytes} bytes into {}", output.display());
         }
@@ -329,7 +319,7 @@ fn store(keyring: &Keyring, dir: &Path, command: StoreCommand) -> Result<()> {
         }
         StoreCommand::Get { id, output, force } => {
             let store = first_key_store(dir, keyring)?;
-            let object = write_output(&output, force, |out| Ok(store.get(&id, out)?))?;
+            let object = write_output(&output, force, |out| store.get(&id, out))?;
             println!(
                 "{} ({} bytes) into {}",
                 object.name,
@@ -521,45 +511,15 @@ fn argument_or_stdin(value: Option<String>) -> Result<Vec<u8>> {
     }
 }
 
-/// Writes through a temporary file beside `output` and renames it into place only when
-/// `write` succeeds: a failure never leaves a partial file where a good one was.
+/// Writes `output` with [`rampart_vault::write_file`]: a failure never leaves a partial file
+/// where a good one was. An existing file is only replaced with `--force`.
 fn write_output<T>(
     output: &Path,
     force: bool,
-    write: impl FnOnce(&mut BufWriter<File>) -> Result<T>,
+    write: impl FnOnce(&mut BufWriter<File>) -> Result<T, rampart_vault::VaultError>,
 ) -> Result<T> {
     if output.exists() && !force {
         bail!("{} exists; use --force to replace it", output.display());
     }
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "output".into());
-    let temporary = dir.join(format!(".{name}.{}.partial", std::process::id()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("creating {}", temporary.display()))?;
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    let result = write(&mut writer).and_then(|value| {
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("writing {}", temporary.display()))?;
-        file.sync_all()
-            .with_context(|| format!("writing {}", temporary.display()))?;
-        std::fs::rename(&temporary, output)
-            .with_context(|| format!("replacing {}", output.display()))?;
-        Ok(value)
-    });
-    if result.is_err() {
-        let _ = std::fs::remove_file(&temporary);
-    }
-    result
+    Ok(rampart_vault::write_file(output, write)?)
 }
