@@ -158,7 +158,7 @@ fn url_decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
     changed
 }
 
-fn hex_at(input: &[u8], i: usize) -> Option<u8> {
+pub(crate) fn hex_at(input: &[u8], i: usize) -> Option<u8> {
     let b = *input.get(i)?;
     (b as char).to_digit(16).map(|d| d as u8)
 }

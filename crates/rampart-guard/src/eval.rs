@@ -192,6 +192,18 @@ pub fn evaluate_each(
     eval
 }
 
+/// One line of the table: name, rate in percent, flagged / total.
+fn row(out: &mut String, name: &str, width: usize, decimals: usize, c: &Count) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        out,
+        "  {name:<width$} {:>6.decimals$}%  {:>6} / {:<6}",
+        c.rate() * 100.0,
+        c.flagged,
+        c.total
+    );
+}
+
 impl Evaluation {
     /// The human-readable table.
     pub fn to_text(&self) -> String {
@@ -199,13 +211,7 @@ impl Evaluation {
         let mut out = String::new();
         let _ = writeln!(out, "detection by family (attacks blocked / attacks)");
         for (family, c) in &self.families {
-            let _ = writeln!(
-                out,
-                "  {family:<12} {:>6.1}%  {:>6} / {:<6}",
-                c.rate() * 100.0,
-                c.flagged,
-                c.total
-            );
+            row(&mut out, family, 12, 1, c);
         }
         let _ = writeln!(
             out,
@@ -213,25 +219,13 @@ impl Evaluation {
         );
         for (src, c) in &self.sources {
             if self.benign_sources.get(src) == Some(&true) {
-                let _ = writeln!(
-                    out,
-                    "  {src:<12} {:>6.2}%  {:>6} / {:<6}",
-                    c.rate() * 100.0,
-                    c.flagged,
-                    c.total
-                );
+                row(&mut out, src, 12, 2, c);
             }
         }
         let _ = writeln!(out, "detection by attack source");
         for (src, c) in &self.sources {
             if self.benign_sources.get(src) == Some(&false) {
-                let _ = writeln!(
-                    out,
-                    "  {src:<15} {:>6.1}%  {:>6} / {:<6}",
-                    c.rate() * 100.0,
-                    c.flagged,
-                    c.total
-                );
+                row(&mut out, src, 15, 1, c);
             }
         }
         let _ = writeln!(

@@ -4,6 +4,8 @@
 
 use std::borrow::Cow;
 
+use crate::decode::hex_at;
+
 pub(crate) fn for_each_pair(input: &[u8], mut each: impl FnMut(&str, &str)) {
     let mut name_buffer = Vec::new();
     let mut value_buffer = Vec::new();
@@ -36,7 +38,7 @@ fn decode<'a>(part: &'a [u8], buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
         match part[i] {
             b'+' => buffer.push(b' '),
             b'%' => {
-                if let (Some(high), Some(low)) = (hex(part.get(i + 1)), hex(part.get(i + 2))) {
+                if let (Some(high), Some(low)) = (hex_at(part, i + 1), hex_at(part, i + 2)) {
                     buffer.push(high << 4 | low);
                     i += 3;
                     continue;
@@ -48,15 +50,6 @@ fn decode<'a>(part: &'a [u8], buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
         i += 1;
     }
     utf8_lossy(buffer)
-}
-
-fn hex(digit: Option<&u8>) -> Option<u8> {
-    match *digit? {
-        d @ b'0'..=b'9' => Some(d - b'0'),
-        d @ b'a'..=b'f' => Some(d - b'a' + 10),
-        d @ b'A'..=b'F' => Some(d - b'A' + 10),
-        _ => None,
-    }
 }
 
 fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
