@@ -13,19 +13,9 @@ PHASE="${1:-10}"
 need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing "${need[@]}"
 cargo build --release -q -p rampart
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 UP=127.0.0.1:18101 RMP=127.0.0.1:18102 ADM=127.0.0.1:18103
 

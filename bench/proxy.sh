@@ -13,23 +13,12 @@ DURATION="${DURATION:-10s}"
 need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
-if ((${#need[@]})); then
-  echo "installing ${need[*]} from Debian packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing "${need[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release -q -p rampart
 RAMPART=target/release/rampart
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
 
 UP=127.0.0.1:18001 NGX=127.0.0.1:18002 RMP=127.0.0.1:18003 ADM=127.0.0.1:18004
 

@@ -17,10 +17,8 @@ need=()
 [ -e /usr/lib/apache2/modules/mod_security2.so ] || need+=(apache2 libapache2-mod-security2)
 [ -d /usr/share/modsecurity-crs/rules ] || need+=(modsecurity-crs)
 command -v nginx >/dev/null || need+=(nginx)
-if ((${#need[@]})); then
-  echo "installing ${need[*]} from Debian packages"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing "${need[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 APACHE=/usr/sbin/apache2
 MODS=/usr/lib/apache2/modules
@@ -28,18 +26,12 @@ MODS=/usr/lib/apache2/modules
 cargo build --release -q -p rampart
 RAMPART=$PWD/target/release/rampart
 
-WORK=$(mktemp -d)
 chmod 755 "$WORK"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+stop_more() {
   for conf in "$WORK"/apache-*.conf; do
     [ -e "$conf" ] && "$APACHE" -f "$conf" -k stop 2>/dev/null || true
   done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
 UP=127.0.0.1:18101
 declare -A PORT=([crs1]=18111 [crs2]=18112 [rampart]=18113)
