@@ -21,13 +21,10 @@ const PROBE_LINES: usize = 4;
 /// Bytes of memory per key of `max_keys`: 16-byte slots, half again as many as keys.
 pub const BYTES_PER_KEY: usize = 24;
 
-/// Four slots of (fingerprint, TAT); a fingerprint of 0 marks a slot never used. Aligned to
-/// a cache line, so that reading a line costs one memory access, not two; all zeros is a
-/// valid empty line, so the table is allocated zeroed by the system and its pages cost memory
-/// only once keys land in them.
-#[derive(Clone, Copy, bytemuck::Zeroable)]
-#[repr(C, align(64))]
-struct Line([[u64; 2]; SLOTS_PER_LINE]);
+/// Four slots of (fingerprint, TAT); a fingerprint of 0 marks a slot never used. Plain
+/// integer arrays, so that the table is allocated zeroed by the system (calloc): its pages
+/// cost memory only once keys land in them.
+type Line = [[u64; 2]; SLOTS_PER_LINE];
 
 struct Table {
     lines: Box<[Line]>,
@@ -36,7 +33,7 @@ struct Table {
 impl Table {
     fn new(lines: usize) -> Table {
         Table {
-            lines: bytemuck::allocation::zeroed_slice_box(lines.max(PROBE_LINES)),
+            lines: vec![[[0u64; 2]; SLOTS_PER_LINE]; lines.max(PROBE_LINES)].into_boxed_slice(),
         }
     }
 
@@ -49,9 +46,9 @@ impl Table {
         let mut oldest: (usize, usize, u64) = (home, 0, u64::MAX);
         for step in 0..PROBE_LINES {
             let l = (home + step) % count;
-            for (s, &[fp, tat]) in self.lines[l].0.iter().enumerate() {
+            for (s, &[fp, tat]) in self.lines[l].iter().enumerate() {
                 if fp == fingerprint {
-                    return (&mut self.lines[l].0[s], false);
+                    return (&mut self.lines[l][s], false);
                 }
                 if free.is_none() && (fp == 0 || tat <= now) {
                     free = Some((l, s));
@@ -62,8 +59,8 @@ impl Table {
             }
         }
         match free {
-            Some((l, s)) => (&mut self.lines[l].0[s], false),
-            None => (&mut self.lines[oldest.0].0[oldest.1], true),
+            Some((l, s)) => (&mut self.lines[l][s], false),
+            None => (&mut self.lines[oldest.0][oldest.1], true),
         }
     }
 }
@@ -143,7 +140,7 @@ impl MemoryStore {
                 table
                     .lines
                     .iter()
-                    .flat_map(|l| l.0.iter())
+                    .flat_map(|l| l.iter())
                     .filter(|&&[fp, tat]| fp != 0 && tat > now)
                     .count()
             })
