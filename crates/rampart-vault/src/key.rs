@@ -164,21 +164,18 @@ impl Cipher {
         aad: &[u8],
         ciphertext_and_tag: &'a mut [u8],
     ) -> Result<&'a mut [u8], VaultError> {
-        let opened = self
-            .key
-            .open_in_place(
-                aead::Nonce::assume_unique_for_key(nonce),
-                aead::Aad::from(aad),
-                &mut *ciphertext_and_tag,
-            )
-            .map(|plaintext| plaintext.len());
-        match opened {
-            Ok(len) => Ok(&mut ciphertext_and_tag[..len]),
-            Err(_) => {
-                ciphertext_and_tag.fill(0);
-                Err(VaultError::Tampered)
-            }
+        let Some(split) = ciphertext_and_tag.len().checked_sub(TAG_LEN) else {
+            ciphertext_and_tag.fill(0);
+            return Err(VaultError::Tampered);
+        };
+        let (ciphertext, tag) = ciphertext_and_tag.split_at_mut(split);
+        let mut held = [0u8; TAG_LEN];
+        held.copy_from_slice(tag);
+        let opened = self.open_separate(nonce, aad, &held, ciphertext);
+        if opened.is_err() {
+            tag.fill(0);
         }
+        opened
     }
 }
 

@@ -242,15 +242,26 @@ impl Keyring {
         if rest.len() != TAG_LEN {
             return Err(VaultError::Malformed("the header has trailing bytes"));
         }
+        self.open_parsed(&parsed, aad, tag, data)
+    }
+
+    /// Opens a body under the version its parsed header names.
+    fn open_parsed<'d>(
+        &self,
+        header: &envelope::Header<'_>,
+        aad: &[u8],
+        tag: &[u8; TAG_LEN],
+        data: &'d mut [u8],
+    ) -> Result<&'d mut [u8], VaultError> {
         let keys = self.read();
-        let (key, version) = usable_version(&keys, parsed.key, parsed.version)?;
-        if key.algorithm != parsed.algorithm {
+        let (key, version) = usable_version(&keys, header.key, header.version)?;
+        if key.algorithm != header.algorithm {
             return Err(VaultError::Tampered);
         }
-        let associated = associated_data(parsed.bytes, aad);
+        let associated = associated_data(header.bytes, aad);
         version
             .cipher
-            .open_separate(parsed.nonce, &associated, tag, data)
+            .open_separate(header.nonce, &associated, tag, data)
     }
 
     /// Runs `seal` with the primary version, retiring it first when the policy says so.
@@ -293,18 +304,12 @@ impl Keyring {
     /// Decrypts a ciphertext made by [`Keyring::encrypt`] with the same associated data.
     pub fn decrypt(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, VaultError> {
         let (header, body) = envelope::parse(ciphertext)?;
-        let keys = self.read();
-        let (key, version) = usable_version(&keys, header.key, header.version)?;
-        if key.algorithm != header.algorithm {
-            return Err(VaultError::Tampered);
-        }
-        let associated = associated_data(header.bytes, aad);
-        let mut buffer = body.to_vec();
-        let plaintext_len = version
-            .cipher
-            .open(header.nonce, &associated, &mut buffer)?
-            .len();
-        buffer.truncate(plaintext_len);
+        // `parse` guarantees room for the tag.
+        let (sealed, tag) = body.split_at(body.len() - TAG_LEN);
+        let mut tag_bytes = [0u8; TAG_LEN];
+        tag_bytes.copy_from_slice(tag);
+        let mut buffer = sealed.to_vec();
+        self.open_parsed(&header, aad, &tag_bytes, &mut buffer)?;
         Ok(buffer)
     }
 
