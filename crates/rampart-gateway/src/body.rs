@@ -1,6 +1,7 @@
-//! Body wrappers: the request body streamed upstream under a size limit, and the response
-//! body streamed to the client, which completes the exchange's log line and metrics when
-//! it ends (or when the client goes away).
+//! Body wrappers: the client's body (HTTP/1.1 or HTTP/2), the request body streamed
+//! upstream under a size limit, and the response body streamed to the client, which
+//! completes the exchange's log line and metrics when it ends (or when the client goes
+//! away).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -12,7 +13,44 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::exchange::Exchange;
-use crate::upstream::UpstreamConn;
+use crate::upstream::UpstreamBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request's body as it arrives from the client.
+pub enum ClientBody {
+    H1(rampart_h1::RequestBody),
+    H2(Incoming),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::H1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::H1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
 
 /// Request-body counters shared between the body (owned by the upstream client) and the
 /// request handler.
@@ -32,7 +70,7 @@ pub enum RequestBody {
     Streaming {
         /// Bytes already read from `inner` (for inspection), sent first.
         prefix: Option<Bytes>,
-        inner: Incoming,
+        inner: ClientBody,
         limit: u64,
         seen: u64,
         stats: Arc<BodyStats>,
@@ -41,7 +79,7 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    pub fn streaming(inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
+    pub fn streaming(inner: ClientBody, limit: u64, stats: Arc<BodyStats>) -> Self {
         RequestBody::Streaming {
             prefix: None,
             inner,
@@ -52,7 +90,7 @@ impl RequestBody {
     }
 
     /// A body whose first bytes were already read: `prefix`, then the rest of `inner`.
-    pub fn prefixed(prefix: Bytes, inner: Incoming, limit: u64, stats: Arc<BodyStats>) -> Self {
+    pub fn prefixed(prefix: Bytes, inner: ClientBody, limit: u64, stats: Arc<BodyStats>) -> Self {
         let seen = prefix.len() as u64;
         stats.bytes.fetch_add(seen, Ordering::Relaxed);
         RequestBody::Streaming {
@@ -75,7 +113,7 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -95,7 +133,7 @@ impl Body for RequestBody {
                 }
                 let frame = match Pin::new(inner).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => frame,
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                     Poll::Ready(None) => return Poll::Ready(None),
                     Poll::Pending => return Poll::Pending,
                 };
@@ -142,9 +180,8 @@ impl Body for RequestBody {
 }
 
 enum Source {
-    /// The upstream's body, and the connection it arrives on, which this body drives and
-    /// returns to its pool at the end.
-    Upstream(Incoming, Option<Box<UpstreamConn>>),
+    /// The upstream's body, which reads its connection and gives it back at the end.
+    Upstream(UpstreamBody),
     Full(Option<Bytes>),
 }
 
@@ -155,9 +192,9 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: Incoming, conn: Box<UpstreamConn>, exchange: Box<Exchange>) -> Self {
+    pub fn upstream(body: UpstreamBody, exchange: Box<Exchange>) -> Self {
         ResponseBody {
-            source: Source::Upstream(body, Some(conn)),
+            source: Source::Upstream(body),
             exchange: Some(exchange),
         }
     }
@@ -172,11 +209,11 @@ impl ResponseBody {
     fn finish(&mut self, completed: bool) {
         // A connection is reusable only after its response was read to the end.
         let conn = match &mut self.source {
-            Source::Upstream(_, conn) => conn.take(),
-            Source::Full(_) => None,
+            Source::Upstream(body) if completed => body.take_connection(),
+            _ => None,
         };
         if let Some(exchange) = self.exchange.take() {
-            if let (true, Some(conn)) = (completed, conn) {
+            if let Some(conn) = conn {
                 exchange.checkin(conn);
             }
             exchange.finish(completed);
@@ -186,19 +223,14 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = rampart_h1::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = match &mut self.source {
-            Source::Upstream(body, conn) => {
-                if let Some(conn) = conn {
-                    conn.drive(cx);
-                }
-                Pin::new(body).poll_frame(cx)
-            }
+            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -216,17 +248,39 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Upstream(body, _) => body.is_end_stream(),
+            Source::Upstream(body) => body.is_end_stream(),
             Source::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Upstream(body, _) => body.size_hint(),
+            Source::Upstream(body) => body.size_hint(),
             Source::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
+        }
+    }
+}
+
+impl rampart_h1::HeadFields for ResponseBody {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        if let Some(exchange) = &self.exchange {
+            exchange.write_fields(out);
+        }
+    }
+
+    fn replaces(&self, name: &http::HeaderName) -> bool {
+        self.exchange.as_ref().is_some_and(|e| e.replaces(name))
+    }
+}
+
+impl ResponseBody {
+    /// Sets the exchange's response fields in a header map (HTTP/2, which has no head
+    /// lines to write them as).
+    pub fn decorate(&self, headers: &mut http::HeaderMap) {
+        if let Some(exchange) = &self.exchange {
+            exchange.decorate(headers);
         }
     }
 }

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::{HeaderValue, Method, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339};
 use crate::body::BodyStats;
+use crate::headers::{SecurityHeaders, X_REQUEST_ID};
 use crate::runtime::Runtime;
 use crate::server::RequestGuard;
 
@@ -40,8 +42,9 @@ pub struct Exchange {
     pub start: Instant,
     pub request_id: HeaderValue,
     pub client_ip: IpAddr,
-    pub method: Method,
-    pub uri: Uri,
+    /// `None` for a head refused before it could be read as a request.
+    pub method: Option<Method>,
+    pub uri: Option<Uri>,
     pub runtime: Arc<Runtime>,
     pub route: Option<usize>,
     pub status: u16,
@@ -50,10 +53,107 @@ pub struct Exchange {
     pub bytes_out: u64,
     pub upstream: Option<usize>,
     pub upstream_duration: Option<Duration>,
-    pub _guard: RequestGuard,
+    /// The client connection is TLS (for HSTS).
+    pub tls: bool,
+    /// The client's rate-limit quota, for the `RateLimit-*` headers.
+    pub quota: Option<QuotaInfo>,
+    /// For HTTP/2 connections, whose idle timeout watches requests in flight.
+    pub _guard: Option<RequestGuard>,
+}
+
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Whole seconds to the reset, rounded up.
+fn reset_secs(info: &QuotaInfo) -> u64 {
+    info.reset.as_secs() + u64::from(info.reset.subsec_nanos() > 0)
 }
 
 impl Exchange {
+    /// An exchange that has just begun, nothing decided yet.
+    pub fn new(
+        start: Instant,
+        request_id: HeaderValue,
+        client_ip: IpAddr,
+        runtime: Arc<Runtime>,
+        tls: bool,
+    ) -> Self {
+        Exchange {
+            start,
+            request_id,
+            client_ip,
+            method: None,
+            uri: None,
+            runtime,
+            route: None,
+            status: 0,
+            decision: Decision::Proxied,
+            body_stats: None,
+            bytes_out: 0,
+            upstream: None,
+            upstream_duration: None,
+            tls,
+            quota: None,
+            _guard: None,
+        }
+    }
+}
+
+/// Every response carries the route's security headers (or the global ones when no route
+/// matched), the request id and, when limits apply, the IETF draft's `RateLimit-Limit`,
+/// `RateLimit-Remaining` and `RateLimit-Reset`. HTTP/1.1 writes them as head lines in place
+/// of the response's own; HTTP/2 sets them in the header map.
+impl Exchange {
+    fn security_headers(&self) -> &SecurityHeaders {
+        match self.route {
+            Some(i) => &self.runtime.route_at(i).security_headers,
+            None => &self.runtime.default_headers,
+        }
+    }
+
+    /// The response fields as head lines.
+    pub fn write_fields(&self, out: &mut Vec<u8>) {
+        self.security_headers().write_fields(out, self.tls);
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(info) = &self.quota {
+            let mut number = itoa::Buffer::new();
+            for (name, value) in [
+                (RATELIMIT_LIMIT, u64::from(info.limit)),
+                (RATELIMIT_REMAINING, u64::from(info.remaining)),
+                (RATELIMIT_RESET, reset_secs(info)),
+            ] {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(number.format(value).as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Whether a response's own field gives way to [`write_fields`](Self::write_fields).
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        name == X_REQUEST_ID
+            || self.security_headers().replaces(name, self.tls)
+            || (self.quota.is_some()
+                && (name == RATELIMIT_LIMIT
+                    || name == RATELIMIT_REMAINING
+                    || name == RATELIMIT_RESET))
+    }
+
+    /// The response fields set in a header map.
+    pub fn decorate(&self, headers: &mut HeaderMap) {
+        self.security_headers().apply(headers, self.tls);
+        headers.insert(X_REQUEST_ID, self.request_id.clone());
+        if let Some(info) = &self.quota {
+            headers.insert(RATELIMIT_LIMIT, HeaderValue::from(info.limit));
+            headers.insert(RATELIMIT_REMAINING, HeaderValue::from(info.remaining));
+            headers.insert(RATELIMIT_RESET, HeaderValue::from(reset_secs(info)));
+        }
+    }
+
     /// Returns the upstream connection of a completed exchange to its server's pool.
     pub fn checkin(&self, conn: Box<crate::upstream::UpstreamConn>) {
         if let (Some(route), Some(server)) = (self.route, self.upstream)
@@ -98,17 +198,17 @@ impl Exchange {
         route: Option<&str>,
         upstream: Option<&str>,
     ) {
-        let path = if self.runtime.log.redact_query {
-            redact_query(&self.uri)
-        } else {
-            Cow::Borrowed(self.uri.path_and_query().map_or("/", |p| p.as_str()))
+        let path = match &self.uri {
+            None => Cow::Borrowed("-"),
+            Some(uri) if self.runtime.log.redact_query => redact_query(uri),
+            Some(uri) => Cow::Borrowed(uri.path_and_query().map_or("/", |p| p.as_str())),
         };
         out.extend_from_slice(b"{\"timestamp\":\"");
         rfc3339(out, SystemTime::now());
         out.extend_from_slice(b"\",\"log\":\"access\",\"request_id\":");
         json_str(out, self.request_id.to_str().unwrap_or("-"));
         let _ = write!(out, ",\"client_ip\":\"{}\",\"method\":", self.client_ip);
-        json_str(out, self.method.as_str());
+        json_str(out, self.method.as_ref().map_or("-", Method::as_str));
         out.extend_from_slice(b",\"path\":");
         json_str(out, &path);
         out.extend_from_slice(b",\"route\":");

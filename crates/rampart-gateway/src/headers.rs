@@ -55,54 +55,125 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 
-/// Sets the `X-Forwarded-*` headers on a request going upstream. From a trusted proxy the
-/// existing chain is kept and extended; from anyone else it is replaced, so a client
-/// cannot forge the addresses the upstream sees.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    peer: IpAddr,
-    peer_trusted: bool,
-    tls: bool,
-    host: Option<&HeaderValue>,
-) {
-    let peer_text = peer.to_string();
-    let chain = if peer_trusted {
-        let previous: Vec<&str> = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if previous.is_empty() {
-            peer_text
-        } else {
-            format!("{}, {peer_text}", previous.join(", "))
-        }
-    } else {
-        peer_text
-    };
-    if let Ok(v) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
-        let proto = if tls { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if !(peer_trusted && headers.contains_key(&X_FORWARDED_HOST)) {
-        match host {
-            Some(h) => {
-                headers.insert(X_FORWARDED_HOST, h.clone());
-            }
-            None => {
-                headers.remove(X_FORWARDED_HOST);
-            }
+/// The fields the gateway sets on a request it forwards, written by the upstream
+/// connection's head writer in place of the client's: `Host`, `X-Forwarded-*` and
+/// `X-Request-Id`. From a trusted proxy the forwarding chain is kept and extended (and its
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` kept); from anyone else it is replaced, so a
+/// client cannot forge the addresses the upstream sees.
+pub struct ForwardedFields<'a> {
+    /// The upstream server's, or the client's where the route preserves it; set for each
+    /// attempt.
+    pub host: Option<&'a HeaderValue>,
+    /// The chain before the peer, from a trusted peer: its `X-Forwarded-For` values.
+    pub chain: Option<String>,
+    pub peer: IpAddr,
+    pub tls: bool,
+    /// `X-Forwarded-Host`: the host the client asked for, if it said.
+    pub original_host: Option<&'a HeaderValue>,
+    /// A trusted peer's own `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
+    pub keep_proto: bool,
+    pub keep_host: bool,
+    pub request_id: &'a HeaderValue,
+}
+
+impl<'a> ForwardedFields<'a> {
+    /// The fields for a request whose headers are `headers` (the client's, hop-by-hop ones
+    /// removed).
+    pub fn new(
+        headers: &HeaderMap,
+        peer: IpAddr,
+        peer_trusted: bool,
+        tls: bool,
+        original_host: Option<&'a HeaderValue>,
+        request_id: &'a HeaderValue,
+    ) -> Self {
+        let chain = peer_trusted
+            .then(|| {
+                let previous: Vec<&str> = headers
+                    .get_all(&X_FORWARDED_FOR)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                (!previous.is_empty()).then(|| previous.join(", "))
+            })
+            .flatten();
+        ForwardedFields {
+            host: None,
+            chain,
+            peer,
+            tls,
+            original_host,
+            keep_proto: peer_trusted && headers.contains_key(&X_FORWARDED_PROTO),
+            keep_host: peer_trusted && headers.contains_key(&X_FORWARDED_HOST),
+            request_id,
         }
     }
 }
 
-/// A route's security headers, compiled to header names and values.
+fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an IP address without the formatting machinery.
+pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+impl rampart_h1::HeadFields for ForwardedFields<'_> {
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        if let Some(host) = self.host {
+            line(out, b"host", host.as_bytes());
+        }
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if let Some(chain) = &self.chain {
+            out.extend_from_slice(chain.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        write_ip(out, self.peer);
+        out.extend_from_slice(b"\r\n");
+        if !self.keep_proto {
+            let proto: &[u8] = if self.tls { b"https" } else { b"http" };
+            line(out, b"x-forwarded-proto", proto);
+        }
+        if !self.keep_host
+            && let Some(host) = self.original_host
+        {
+            line(out, b"x-forwarded-host", host.as_bytes());
+        }
+        line(out, b"x-request-id", self.request_id.as_bytes());
+    }
+
+    fn replaces(&self, name: &HeaderName) -> bool {
+        (name == header::HOST && self.host.is_some())
+            || name == X_FORWARDED_FOR
+            || name == X_REQUEST_ID
+            || (name == X_FORWARDED_PROTO && !self.keep_proto)
+            || (name == X_FORWARDED_HOST && !self.keep_host)
+    }
+}
+
+/// A route's security headers, compiled to header names and values, and to head lines
+/// for HTTP/1.1 writers.
 #[derive(Debug, Clone)]
 pub struct SecurityHeaders {
     always: Vec<(HeaderName, HeaderValue)>,
+    always_lines: Vec<u8>,
     hsts: Option<HeaderValue>,
     hsts_mode: HstsMode,
 }
@@ -149,29 +220,58 @@ impl SecurityHeaders {
         let hsts = (!config.strict_transport_security.is_empty())
             .then(|| HeaderValue::from_str(&config.strict_transport_security).ok())
             .flatten();
+        let mut always_lines = Vec::new();
+        for (name, value) in &always {
+            line(
+                &mut always_lines,
+                name.as_str().as_bytes(),
+                value.as_bytes(),
+            );
+        }
         SecurityHeaders {
             always,
+            always_lines,
             hsts,
             hsts_mode: config.hsts,
         }
     }
 
-    /// Hardens a response: strips what reveals the upstream's software, sets the
-    /// configured headers over the upstream's.
+    fn hsts(&self, tls: bool) -> Option<&HeaderValue> {
+        let send = match self.hsts_mode {
+            HstsMode::Always => true,
+            HstsMode::Tls => tls,
+            HstsMode::Off => false,
+        };
+        self.hsts.as_ref().filter(|_| send)
+    }
+
+    /// Hardens a response's header map: strips what reveals the upstream's software, sets
+    /// the configured headers over the upstream's.
     pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
         headers.remove(header::SERVER);
         headers.remove(X_POWERED_BY);
         for (name, value) in &self.always {
             headers.insert(name.clone(), value.clone());
         }
-        let send_hsts = match self.hsts_mode {
-            HstsMode::Always => true,
-            HstsMode::Tls => tls,
-            HstsMode::Off => false,
-        };
-        if let (true, Some(v)) = (send_hsts, &self.hsts) {
+        if let Some(v) = self.hsts(tls) {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
+    }
+
+    /// The same as [`apply`](Self::apply), as head lines: the configured headers...
+    pub fn write_fields(&self, out: &mut Vec<u8>, tls: bool) {
+        out.extend_from_slice(&self.always_lines);
+        if let Some(v) = self.hsts(tls) {
+            line(out, b"strict-transport-security", v.as_bytes());
+        }
+    }
+
+    /// ...and the upstream's fields they stand for, or that are stripped.
+    pub fn replaces(&self, name: &HeaderName, tls: bool) -> bool {
+        name == header::SERVER
+            || name == X_POWERED_BY
+            || self.always.iter().any(|(n, _)| n == name)
+            || (name == header::STRICT_TRANSPORT_SECURITY && self.hsts(tls).is_some())
     }
 }
 
@@ -218,29 +318,88 @@ mod tests {
         assert!(h.contains_key(header::CONTENT_TYPE));
     }
 
+    fn fields(f: &ForwardedFields<'_>) -> String {
+        let mut out = Vec::new();
+        rampart_h1::HeadFields::write_fields(f, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn forwarded_chain_is_replaced_from_untrusted_and_extended_from_trusted() {
+        use rampart_h1::HeadFields;
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let host = HeaderValue::from_static("up:80");
+        let id = HeaderValue::from_static("id-1");
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(&mut h, peer, false, false, None);
-        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
-        assert_eq!(h[X_FORWARDED_PROTO], "http");
+        let mut untrusted = ForwardedFields::new(&h, peer, false, false, None, &id);
+        untrusted.host = Some(&host);
+        assert_eq!(
+            fields(&untrusted),
+            "host: up:80\r\nx-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-request-id: id-1\r\n"
+        );
+        assert!(untrusted.replaces(&X_FORWARDED_FOR) && untrusted.replaces(&X_FORWARDED_PROTO));
+        assert!(
+            untrusted.replaces(&X_FORWARDED_HOST),
+            "a client's own is dropped"
+        );
 
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.2.3.4"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("5.6.7.8"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
-        set_forwarded(
-            &mut h,
-            peer,
-            true,
-            false,
-            Some(&HeaderValue::from_static("a.example")),
+        let asked = HeaderValue::from_static("a.example");
+        let mut trusted = ForwardedFields::new(&h, peer, true, false, Some(&asked), &id);
+        trusted.host = Some(&host);
+        assert_eq!(
+            fields(&trusted),
+            "host: up:80\r\nx-forwarded-for: 1.2.3.4, 5.6.7.8, 10.0.0.9\r\nx-forwarded-host: a.example\r\nx-request-id: id-1\r\n"
         );
-        assert_eq!(h[X_FORWARDED_FOR], "1.2.3.4, 10.0.0.9");
-        assert_eq!(h[X_FORWARDED_PROTO], "https");
-        assert_eq!(h[X_FORWARDED_HOST], "a.example");
+        assert!(
+            !trusted.replaces(&X_FORWARDED_PROTO),
+            "the trusted proxy's proto is kept"
+        );
+
+        let v6 = ForwardedFields::new(
+            &HeaderMap::new(),
+            "2001:db8::1".parse().unwrap(),
+            false,
+            true,
+            None,
+            &id,
+        );
+        assert!(
+            fields(&v6).contains("x-forwarded-for: 2001:db8::1\r\nx-forwarded-proto: https\r\n")
+        );
+    }
+
+    #[test]
+    fn security_headers_as_lines_match_the_map_form() {
+        let compiled = SecurityHeaders::compile(&SecurityHeadersConfig::default());
+        let mut map = HeaderMap::new();
+        map.insert(header::SERVER, HeaderValue::from_static("nginx"));
+        map.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("ALLOW"));
+        compiled.apply(&mut map, true);
+        let mut lines = Vec::new();
+        compiled.write_fields(&mut lines, true);
+        let text = String::from_utf8(lines).unwrap();
+        for (name, value) in &map {
+            assert!(
+                text.contains(&format!("{name}: {}\r\n", value.to_str().unwrap())),
+                "{name} missing: {text}"
+            );
+        }
+        assert_eq!(text.lines().count(), map.len());
+        assert!(
+            compiled.replaces(&header::SERVER, true)
+                && compiled.replaces(&header::X_FRAME_OPTIONS, true)
+        );
+        assert!(!compiled.replaces(&header::CONTENT_TYPE, true));
+        assert!(
+            !compiled.replaces(&header::STRICT_TRANSPORT_SECURITY, false),
+            "no HSTS without TLS by default"
+        );
     }
 
     #[test]

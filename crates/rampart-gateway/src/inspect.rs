@@ -8,17 +8,18 @@ use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use rampart_guard::{BodyError, Mode, Oversize, Policy, Report};
+
+use crate::body::ClientBody;
 
 /// The request body as inspection left it.
 pub enum InspectedBody {
     /// Not read: stream it as it comes.
-    Untouched(Incoming),
+    Untouched(ClientBody),
     /// Read to its end.
     Complete(Bytes),
     /// The first bytes were read; the rest is still to come.
-    Prefix(Bytes, Incoming),
+    Prefix(Bytes, ClientBody),
 }
 
 /// Why inspection refused a request before any finding.
@@ -43,7 +44,7 @@ pub async fn inspect(
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ClientBody,
     body_limit: u64,
     read_timeout: Duration,
 ) -> Result<Outcome, Refusal> {
@@ -102,7 +103,7 @@ pub async fn inspect(
 }
 
 /// Reads frames until the body ends or more than `max` bytes have arrived.
-async fn read_prefix(mut body: Incoming, max: usize) -> Result<InspectedBody, ()> {
+async fn read_prefix(mut body: ClientBody, max: usize) -> Result<InspectedBody, ()> {
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| ())?;

@@ -9,22 +9,21 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 use crate::access_log::rfc3339;
-use crate::body::{BodyStats, RequestBody, ResponseBody};
+use crate::body::{BodyStats, ClientBody, RequestBody, ResponseBody};
 use crate::exchange::{Decision, Exchange};
 use crate::headers::{
-    X_REQUEST_ID, acceptable_request_id, new_request_id, remove_hop_by_hop, set_forwarded,
+    ForwardedFields, X_REQUEST_ID, acceptable_request_id, new_request_id, remove_hop_by_hop,
 };
 use crate::metrics::Rejection;
 use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
 use crate::server::{ConnInfo, RequestGuard, Shared};
-use crate::upstream::{SendFailure, UpstreamConn, UpstreamError};
+use crate::upstream::{SendFailure, UpstreamBody, UpstreamError, idempotent};
 use http_body_util::BodyExt;
-use rampart_limit::{Access, Ban, EventKind, QuotaInfo, RequestKeys, Verdict, aggregate};
+use rampart_limit::{Access, Ban, EventKind, RequestKeys, Verdict, aggregate};
 use rampart_resilience::{InFlight, Outcome, RetryOn};
 use std::time::Duration;
 
@@ -72,26 +71,9 @@ fn content_length(headers: &HeaderMap) -> BodyLength {
     }
 }
 
-/// Adds the headers every response carries: the request id, the route's security headers
-/// (or the global ones when no route matched).
-fn finish_headers(
-    headers: &mut HeaderMap,
-    runtime: &Runtime,
-    route: Option<usize>,
-    request_id: &HeaderValue,
-    tls: bool,
-) {
-    match route {
-        Some(i) => runtime.route_at(i).security_headers.apply(headers, tls),
-        None => runtime.default_headers.apply(headers, tls),
-    }
-    headers.insert(X_REQUEST_ID, request_id.clone());
-}
-
 /// A response produced by the gateway itself: `{"error", "request_id"}` with the status.
 fn reject(
     exchange: Box<Exchange>,
-    tls: bool,
     status: StatusCode,
     decision: Decision,
     message: &str,
@@ -101,13 +83,12 @@ fn reject(
         "error": message,
         "request_id": exchange.request_id.to_str().unwrap_or("-"),
     });
-    reject_with(exchange, tls, status, decision, body, close)
+    reject_with(exchange, status, decision, body, close)
 }
 
 /// Like [`reject`], with a body of more fields than the error and the request id.
 fn reject_with(
     mut exchange: Box<Exchange>,
-    tls: bool,
     status: StatusCode,
     decision: Decision,
     body: serde_json::Value,
@@ -126,27 +107,53 @@ fn reject_with(
         // The unread body would otherwise have to be drained first.
         headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    finish_headers(
-        headers,
-        &exchange.runtime,
-        exchange.route,
-        &exchange.request_id,
-        tls,
-    );
     exchange.status = status.as_u16();
     exchange.decision = decision;
     *response.body_mut() = ResponseBody::full(body, Some(exchange));
     response
 }
 
+/// The answer to a head refused before it could be read as a request (malformed, too
+/// large, a transfer coding not implemented): the status with the usual JSON body, logged
+/// and counted like every refusal. The connection closes after it.
+pub fn refused_head(
+    shared: &Shared,
+    conn: &ConnInfo,
+    error: rampart_h1::HeadError,
+) -> Response<ResponseBody> {
+    use rampart_h1::HeadError;
+    let (status, reason, message) = match error {
+        HeadError::TooLarge => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Rejection::headers_too_large,
+            "request header fields too large",
+        ),
+        HeadError::Malformed(why) => (StatusCode::BAD_REQUEST, Rejection::bad_request, why),
+        HeadError::UnsupportedCoding => (
+            StatusCode::NOT_IMPLEMENTED,
+            Rejection::bad_request,
+            "transfer coding not implemented",
+        ),
+    };
+    shared.metrics.rejected(reason);
+    let exchange = Box::new(Exchange::new(
+        Instant::now(),
+        new_request_id(),
+        conn.peer.ip(),
+        shared.runtime.load_full(),
+        conn.tls,
+    ));
+    reject(exchange, status, Decision::Rejected(reason), message, true)
+}
+
 /// Handles one client request. Never fails: every error becomes a JSON response.
 pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    req: Request<ClientBody>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
-    let guard = RequestGuard::new(&conn.state);
+    let guard = conn.state.as_ref().map(RequestGuard::new);
     let runtime = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
     let request_id = parts
@@ -160,32 +167,16 @@ pub async fn handle(
     let host = request_host(&parts.uri, &parts.headers);
     let route_index = runtime.route_index(host.as_ref().map(|(h, _)| h.as_str()), parts.uri.path());
     let mut exchange = Box::new(Exchange {
-        start,
-        request_id,
-        client_ip,
-        method: parts.method.clone(),
-        uri: parts.uri.clone(),
-        runtime: runtime.clone(),
+        method: Some(parts.method.clone()),
+        uri: Some(parts.uri.clone()),
         route: route_index,
-        status: 0,
-        decision: Decision::Proxied,
-        body_stats: None,
-        bytes_out: 0,
-        upstream: None,
-        upstream_duration: None,
         _guard: guard,
+        ..Exchange::new(start, request_id, client_ip, runtime.clone(), conn.tls)
     });
     let tls = conn.tls;
     let rejected = |exchange: Box<Exchange>, status, reason: Rejection, message: &str, close| {
         shared.metrics.rejected(reason);
-        reject(
-            exchange,
-            tls,
-            status,
-            Decision::Rejected(reason),
-            message,
-            close,
-        )
+        reject(exchange, status, Decision::Rejected(reason), message, close)
     };
 
     let Some(route_index) = route_index else {
@@ -201,7 +192,6 @@ pub async fn handle(
 
     // Access lists, bans, rate limits.
     let client = aggregate(client_ip, runtime.ipv6_prefix);
-    let mut quota: Option<QuotaInfo> = None;
     match runtime.access.check(client_ip) {
         Access::Denied => {
             return Ok(rejected(
@@ -225,7 +215,6 @@ pub async fn handle(
                 });
                 return Ok(reject_with(
                     exchange,
-                    tls,
                     StatusCode::FORBIDDEN,
                     Decision::Rejected(Rejection::banned),
                     body,
@@ -241,11 +230,14 @@ pub async fn handle(
                 route: &route.name,
             };
             match route.limiter.check(&keys).await {
-                Verdict::Allowed(info) => quota = info.filter(|_| runtime.rate_limit_headers),
+                Verdict::Allowed(info) => {
+                    exchange.quota = info.filter(|_| runtime.rate_limit_headers);
+                }
                 Verdict::Limited {
                     info, retry_after, ..
                 } => {
-                    record_event(&shared, &runtime, client, EventKind::RateLimited, None);
+                    record_event(shared, &runtime, client, EventKind::RateLimited, None);
+                    exchange.quota = Some(info);
                     let mut response = rejected(
                         exchange,
                         StatusCode::TOO_MANY_REQUESTS,
@@ -253,9 +245,7 @@ pub async fn handle(
                         "too many requests",
                         false,
                     );
-                    let h = response.headers_mut();
-                    set_quota_headers(h, &info);
-                    h.insert(
+                    response.headers_mut().insert(
                         header::RETRY_AFTER,
                         HeaderValue::from(ceil_secs(retry_after)),
                     );
@@ -307,13 +297,6 @@ pub async fn handle(
             let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
             *response.status_mut() = StatusCode::NO_CONTENT;
             *response.headers_mut() = cors_headers;
-            finish_headers(
-                response.headers_mut(),
-                &runtime,
-                Some(route_index),
-                &exchange.request_id,
-                tls,
-            );
             *response.body_mut() = ResponseBody::full(Bytes::new(), Some(exchange));
             return Ok(response);
         }
@@ -363,7 +346,7 @@ pub async fn handle(
                     shared.metrics.inspection(block);
                 }
                 if block {
-                    record_event(&shared, &runtime, client, EventKind::InspectionBlock, None);
+                    record_event(shared, &runtime, client, EventKind::InspectionBlock, None);
                     shared.metrics.rejected(Rejection::inspection_blocked);
                     let body = serde_json::json!({
                         "error": "request blocked by inspection",
@@ -377,7 +360,6 @@ pub async fn handle(
                     );
                     return Ok(reject_with(
                         exchange,
-                        tls,
                         StatusCode::FORBIDDEN,
                         Decision::Rejected(Rejection::inspection_blocked),
                         body,
@@ -427,44 +409,43 @@ pub async fn handle(
         }
     };
 
-    // The upstream request, the same for every attempt but for `Host`.
-    let path_and_query = {
+    // HTTP/1.1 to the upstream: the request target in origin form, rebuilt only when it
+    // is not that already or loses the route's prefix.
+    let origin_form = parts.uri.scheme().is_none() && parts.uri.authority().is_none();
+    let uri = if origin_form && !route.strip_prefix {
+        None
+    } else {
         let path = parts.uri.path();
         let path = if route.strip_prefix {
             strip_prefix(route, path)
         } else {
             path
         };
-        match parts.uri.query() {
+        let path_and_query = match parts.uri.query() {
             Some(q) => PathAndQuery::try_from(format!("{path}?{q}")),
             None => PathAndQuery::try_from(path),
-        }
-    };
-    // HTTP/1.1 to the upstream: the request target in origin form.
-    let Some(uri) = path_and_query.ok().map(Uri::from) else {
-        return Ok(rejected(
-            exchange,
-            StatusCode::BAD_REQUEST,
-            Rejection::bad_request,
-            "invalid request target",
-            false,
-        ));
+        };
+        let Ok(path_and_query) = path_and_query else {
+            return Ok(rejected(
+                exchange,
+                StatusCode::BAD_REQUEST,
+                Rejection::bad_request,
+                "invalid request target",
+                false,
+            ));
+        };
+        Some(Uri::from(path_and_query))
     };
     let origin = parts.headers.get(header::ORIGIN).cloned();
     let original_host = host.and_then(|(_, value)| value);
     remove_hop_by_hop(&mut parts.headers);
-    set_forwarded(
-        &mut parts.headers,
-        peer_ip,
-        runtime.is_trusted(peer_ip),
-        tls,
-        original_host.as_ref(),
-    );
-    parts
-        .headers
-        .insert(X_REQUEST_ID, exchange.request_id.clone());
-    let preserved_host = original_host.filter(|_| route.preserve_host);
-    parts.uri = uri;
+    // The gateway answers `Expect: 100-continue` itself, when it first reads the body.
+    if parts.headers.contains_key(header::EXPECT) {
+        parts.headers.remove(header::EXPECT);
+    }
+    if let Some(uri) = uri {
+        parts.uri = uri;
+    }
     parts.version = Version::HTTP_11;
     let stats = Arc::new(BodyStats::default());
     exchange.body_stats = Some(stats.clone());
@@ -522,8 +503,28 @@ pub async fn handle(
         },
     };
 
-    let forwarded = forward(route, parts, outgoing, preserved_host, &mut exchange).await;
-    let (response, conn) = match forwarded {
+    let exchange_fields = &mut *exchange;
+    let mut fields = ForwardedFields::new(
+        &parts.headers,
+        peer_ip,
+        runtime.is_trusted(peer_ip),
+        tls,
+        original_host.as_ref(),
+        &exchange_fields.request_id,
+    );
+    let preserved_host = original_host.as_ref().filter(|_| route.preserve_host);
+    let forwarded = forward(
+        route,
+        &parts,
+        outgoing,
+        &mut fields,
+        preserved_host,
+        &mut exchange_fields.upstream,
+        &mut exchange_fields.upstream_duration,
+    )
+    .await;
+    drop(fields);
+    let response = match forwarded {
         Ok(exchanged) => exchanged,
         Err(failure) => {
             if stats.over_limit.load(Ordering::Relaxed) {
@@ -554,16 +555,9 @@ pub async fn handle(
             };
             shared.metrics.rejected(reason);
             if let Some(fallback) = &route.fallback {
-                return Ok(fallback_response(exchange, fallback, tls));
+                return Ok(fallback_response(exchange, fallback));
             }
-            let mut response = reject(
-                exchange,
-                tls,
-                status,
-                Decision::Rejected(reason),
-                message,
-                false,
-            );
+            let mut response = reject(exchange, status, Decision::Rejected(reason), message, false);
             if let Failure::CircuitOpen(retry_after) = failure {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 response
@@ -576,20 +570,10 @@ pub async fn handle(
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     route.cors.apply(origin.as_ref(), &mut parts.headers);
-    finish_headers(
-        &mut parts.headers,
-        &runtime,
-        Some(route_index),
-        &exchange.request_id,
-        tls,
-    );
-    if let Some(info) = &quota {
-        set_quota_headers(&mut parts.headers, info);
-    }
     exchange.status = parts.status.as_u16();
     if exchange.status >= 400 {
         record_event(
-            &shared,
+            shared,
             &runtime,
             client,
             EventKind::UpstreamStatus,
@@ -598,7 +582,7 @@ pub async fn handle(
     }
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, conn, exchange),
+        ResponseBody::upstream(body, exchange),
     ))
 }
 
@@ -606,19 +590,6 @@ pub async fn handle(
 fn ceil_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
-
-/// The IETF draft's `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
-fn set_quota_headers(headers: &mut HeaderMap, info: &QuotaInfo) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(info.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(info.remaining));
-    let reset = info.reset.as_secs() + u64::from(info.reset.subsec_nanos() > 0);
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(reset));
-}
-
-const RATELIMIT_LIMIT: header::HeaderName = header::HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: header::HeaderName =
-    header::HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: header::HeaderName = header::HeaderName::from_static("ratelimit-reset");
 
 /// The API key a request carries: `Authorization: Bearer …` or `X-API-Key`.
 fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
@@ -732,13 +703,6 @@ enum AttemptError {
     Status,
 }
 
-fn idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
 /// The servers that can take a request now, preferring those not tried yet. When no
 /// server passes its health checks, the checks may be what is wrong (as Envoy's panic
 /// mode assumes): servers not ejected and not cut off by their breaker are tried anyway.
@@ -770,13 +734,15 @@ fn retry_after(pool: &Pool) -> Duration {
 /// Sends the request upstream: picks a server (balancer, breakers, health, ejection),
 /// retries what the route allows within its budget and the overall deadline, each retry
 /// to another server when there is one, and records every outcome.
-async fn forward(
-    route: &Route,
-    parts: http::request::Parts,
+async fn forward<'a>(
+    route: &'a Route,
+    parts: &http::request::Parts,
     mut outgoing: Outgoing,
-    preserved_host: Option<HeaderValue>,
-    exchange: &mut Exchange,
-) -> Result<(Response<Incoming>, Box<UpstreamConn>), Failure> {
+    fields: &mut ForwardedFields<'a>,
+    preserved_host: Option<&'a HeaderValue>,
+    upstream: &mut Option<usize>,
+    upstream_duration: &mut Option<Duration>,
+) -> Result<Response<UpstreamBody>, Failure> {
     let pool = &*route.pool;
     let retry = &route.retry;
     route.budget.deposit();
@@ -786,9 +752,8 @@ async fn forward(
         .try_acquire()
         .map_err(|open| Failure::CircuitOpen(open.retry_after))?;
     let idempotent = idempotent(&parts.method);
-    let mut parts = Some(parts);
     let mut tried: Vec<usize> = Vec::new();
-    let mut unsent: Option<Request<RequestBody>> = None;
+    let mut unsent: Option<RequestBody> = None;
     let mut attempt = 0;
     let mut failure = Failure::Unavailable;
     let started = Instant::now();
@@ -814,36 +779,23 @@ async fn forward(
             continue;
         };
         attempt += 1;
-        exchange.upstream = Some(index);
+        *upstream = Some(index);
         let _in_flight = InFlight::start(&server.in_flight);
-        let mut request = match unsent.take() {
-            Some(request) => request,
-            None => {
-                // Copied while a later attempt may need the head again; moved otherwise.
-                let head = if outgoing.replayable() && attempt < retry.max_attempts {
-                    parts.clone()
-                } else {
-                    parts.take()
-                };
-                let (Some(head), Some(body)) = (head, outgoing.take()) else {
-                    break;
-                };
-                Request::from_parts(head, body)
-            }
+        let Some(body) = unsent.take().or_else(|| outgoing.take()) else {
+            break;
         };
-        let host = preserved_host.as_ref().unwrap_or(&server.host_header);
-        request.headers_mut().insert(header::HOST, host.clone());
+        fields.host = Some(preserved_host.unwrap_or(&server.host_header));
 
         let now = tokio::time::Instant::now();
         let remaining = deadline.saturating_duration_since(now);
         let per_try = retry
             .per_try_timeout
             .map_or(remaining, |t| t.min(remaining));
-        let sent = Instant::now();
-        let result = tokio::time::timeout(per_try, server.endpoint.send(request)).await;
-        exchange.upstream_duration = Some(sent.elapsed());
+        let result =
+            tokio::time::timeout(per_try, server.endpoint.send(parts, body, &*fields)).await;
+        *upstream_duration = Some(now.elapsed());
         let error = match result {
-            Ok(Ok((response, conn))) => {
+            Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 let failed = pool.failure.status_fails(status);
                 permit.record(outcome(failed));
@@ -851,7 +803,7 @@ async fn forward(
                 let retry_it = retry.retries_status(status) && idempotent && outgoing.replayable();
                 if !retry_it || !may_retry(route, attempt, deadline) {
                     pool_permit.record(outcome(failed));
-                    return Ok((response, conn));
+                    return Ok(response);
                 }
                 AttemptError::Status
             }
@@ -924,21 +876,10 @@ fn may_retry(route: &Route, attempt: u32, deadline: tokio::time::Instant) -> boo
 }
 
 /// The route's static answer, when no upstream server could take the request.
-fn fallback_response(
-    mut exchange: Box<Exchange>,
-    fallback: &Fallback,
-    tls: bool,
-) -> Response<ResponseBody> {
+fn fallback_response(mut exchange: Box<Exchange>, fallback: &Fallback) -> Response<ResponseBody> {
     let mut response = Response::new(ResponseBody::full(Bytes::new(), None));
     *response.status_mut() = fallback.status;
     *response.headers_mut() = fallback.headers.clone();
-    finish_headers(
-        response.headers_mut(),
-        &exchange.runtime,
-        exchange.route,
-        &exchange.request_id,
-        tls,
-    );
     exchange.status = fallback.status.as_u16();
     exchange.decision = Decision::Fallback;
     *response.body_mut() = ResponseBody::full(fallback.body.clone(), Some(exchange));

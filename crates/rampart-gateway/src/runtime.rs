@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicUsize;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use hyper::server::conn::http2;
 use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use ipnet::IpNet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_rustls::TlsAcceptor;
@@ -39,7 +39,8 @@ pub struct Runtime {
     /// TLS termination, when configured.
     pub tls: Option<TlsAcceptor>,
     /// Connection settings derived from the limits.
-    pub http: auto::Builder<TokioExecutor>,
+    pub h1: rampart_h1::ServerConfig,
+    pub h2: http2::Builder<TokioExecutor>,
     /// Where access log lines go; `None` when `log.access_log` is off.
     pub access_log: Option<AccessLog>,
     pub access: AccessConfig,
@@ -276,6 +277,7 @@ impl Runtime {
                 .cmp(&a.host.is_some())
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
+        let (h1, h2) = crate::server::connection_settings(&config);
         Ok(Runtime {
             routes,
             pools,
@@ -283,7 +285,8 @@ impl Runtime {
             log: config.log.clone(),
             default_headers: SecurityHeaders::compile(&config.security_headers),
             tls,
-            http: crate::server::http_builder(&config),
+            h1,
+            h2,
             access_log: None,
             access: config.access.clone(),
             ban_engine: BanEngine::new(config.bans.clone()),

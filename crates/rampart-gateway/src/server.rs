@@ -7,11 +7,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use arc_swap::ArcSwap;
+use bytes::BytesMut;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
@@ -19,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::access_log::{AccessLog, AccessLogFlusher};
+use crate::body::{ClientBody, ResponseBody};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::runtime::{LimitContext, Runtime};
@@ -108,10 +115,8 @@ fn load_tls(config: &Config) -> Result<Option<TlsAcceptor>, GatewayError> {
     Ok(Some(TlsAcceptor::from(Arc::new(server_config))))
 }
 
-/// The compiled runtime plus what it needs from outside: TLS files and a first health
-/// check of every upstream server.
 /// What a runtime is prepared with besides its config.
-struct Context<'a> {
+struct PrepareContext<'a> {
     metrics: &'a Metrics,
     access_log: &'a AccessLog,
     redis: Option<&'a Arc<Redis>>,
@@ -120,7 +125,7 @@ struct Context<'a> {
 
 async fn prepare(
     config: Config,
-    context: Context<'_>,
+    context: PrepareContext<'_>,
     previous: Option<&Runtime>,
 ) -> Result<Runtime, GatewayError> {
     let tls = load_tls(&config)?;
@@ -166,7 +171,7 @@ impl Gateway {
         metrics.register_limits(limiter_stats.clone(), redis.clone());
         let listen = config.server.listen;
         let admin = config.server.admin;
-        let context = Context {
+        let context = PrepareContext {
             metrics: &metrics,
             access_log: &access_log,
             redis: redis.as_ref(),
@@ -348,7 +353,7 @@ impl GatewayHandle {
                     tracing::warn!("[redis] changes only on restart; keeping the current one");
                 }
                 let shared = &self.shared;
-                let context = Context {
+                let context = PrepareContext {
                     metrics: &shared.metrics,
                     access_log: &shared.access_log,
                     redis: shared.redis.as_ref(),
@@ -443,7 +448,9 @@ impl Drop for RequestGuard {
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
-    pub state: Arc<ConnState>,
+    /// Requests in flight, for the idle timeout of HTTP/2 connections (HTTP/1.1 ones keep
+    /// their own time).
+    pub state: Option<Arc<ConnState>>,
 }
 
 struct ActiveConnection<'a>(&'a Metrics);
@@ -466,22 +473,134 @@ async fn serve_tcp(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _active = ActiveConnection::open(&shared.metrics);
     let _ = stream.set_nodelay(true);
     let runtime = shared.runtime.load_full();
+    let timeout = runtime.config.server.header_read_timeout;
     match &runtime.tls {
-        None => serve_connection(&shared, &runtime, TokioIo::new(stream), peer, false).await,
-        Some(acceptor) => {
-            let timeout = runtime.config.server.header_read_timeout;
-            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    serve_connection(&shared, &runtime, TokioIo::new(tls_stream), peer, true).await
-                }
-                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        None => {
+            let mut stream = stream;
+            let Some((first_bytes, h2)) = read_preface(&mut stream, timeout).await else {
+                return;
+            };
+            if h2 {
+                let io = TokioIo::new(Rewind::new(first_bytes, stream));
+                serve_h2(&shared, &runtime, io, peer, false).await;
+            } else {
+                let (read, write) = stream.into_split();
+                serve_h1(
+                    &shared,
+                    &runtime,
+                    Box::new(read),
+                    first_bytes,
+                    write,
+                    peer,
+                    false,
+                )
+                .await;
             }
         }
+        Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                    serve_h2(&shared, &runtime, TokioIo::new(tls_stream), peer, true).await;
+                } else {
+                    let (read, write) = tokio::io::split(tls_stream);
+                    let first_bytes = BytesMut::new();
+                    serve_h1(
+                        &shared,
+                        &runtime,
+                        Box::new(read),
+                        first_bytes,
+                        write,
+                        peer,
+                        true,
+                    )
+                    .await;
+                }
+            }
+            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+        },
     }
 }
 
-async fn serve_connection<I>(
+/// The HTTP/2 connection preface (RFC 9113 §3.4), which cleartext clients with prior
+/// knowledge send first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until the first bytes tell HTTP/2 from HTTP/1.1: the bytes read and whether it is
+/// HTTP/2. `None` when the client closes or stays silent past the header-read timeout.
+async fn read_preface(stream: &mut TcpStream, timeout: Duration) -> Option<(BytesMut, bool)> {
+    let mut buf = BytesMut::with_capacity(4096);
+    let reading = async {
+        loop {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    };
+    let h2 = tokio::time::timeout(timeout, reading).await.ok()??;
+    Some((buf, h2))
+}
+
+/// Serves the proxy over one HTTP/1.1 connection.
+struct ProxyService {
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+}
+
+impl rampart_h1::Service for ProxyService {
+    type Body = ResponseBody;
+
+    async fn call(&self, request: Request<rampart_h1::RequestBody>) -> Response<ResponseBody> {
+        let Ok(response) =
+            proxy::handle(&self.shared, &self.conn, request.map(ClientBody::H1)).await;
+        response
+    }
+
+    fn refuse(&self, error: rampart_h1::HeadError) -> Response<ResponseBody> {
+        proxy::refused_head(&self.shared, &self.conn, error)
+    }
+}
+
+async fn serve_h1<W: AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    runtime: &Runtime,
+    read: Box<dyn AsyncRead + Send + Unpin>,
+    first_bytes: BytesMut,
+    write: W,
+    peer: SocketAddr,
+    tls: bool,
+) {
+    let service = ProxyService {
+        shared: shared.clone(),
+        conn: ConnInfo {
+            peer,
+            tls,
+            state: None,
+        },
+    };
+    let config = runtime.h1;
+    let cancelled = shared.shutdown.cancelled();
+    tokio::pin!(cancelled);
+    rampart_h1::serve(
+        read,
+        first_bytes,
+        write,
+        &config,
+        &service,
+        cancelled.as_mut(),
+    )
+    .await;
+}
+
+async fn serve_h2<I>(
     shared: &Arc<Shared>,
     runtime: &Runtime,
     io: TokioIo<I>,
@@ -494,15 +613,25 @@ async fn serve_connection<I>(
     let info = Arc::new(ConnInfo {
         peer,
         tls,
-        state: state.clone(),
+        state: Some(state.clone()),
     });
     let service = {
         let shared = shared.clone();
-        service_fn(move |req| proxy::handle(shared.clone(), info.clone(), req))
+        service_fn(move |req: Request<Incoming>| {
+            let shared = shared.clone();
+            let info = info.clone();
+            async move {
+                let Ok(response) = proxy::handle(&shared, &info, req.map(ClientBody::H2)).await;
+                // HTTP/2 has no head lines: the response's own fields go into its map.
+                let (mut parts, body) = response.into_parts();
+                body.decorate(&mut parts.headers);
+                Ok::<_, std::convert::Infallible>(Response::from_parts(parts, body))
+            }
+        })
     };
     let header_timeout = runtime.config.server.header_read_timeout;
     let idle_timeout = runtime.config.server.idle_timeout;
-    let conn = runtime.http.serve_connection(io, service);
+    let conn = runtime.h2.serve_connection(io, service);
     tokio::pin!(conn);
     // The watchdog is not told when requests end (that would cost a wake-up per request):
     // it wakes at the earliest deadline it may have to enforce and then works out the
@@ -549,10 +678,69 @@ async fn serve_connection<I>(
     }
 }
 
-/// The hyper connection builder for the configured limits. Hyper's own header bounds are
-/// set above the largest route limit so that the handler, which knows the route, answers
-/// 431 with a proper body; hyper's bound only stops what no route would accept.
-pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+/// A stream whose first bytes were already read: they are read again first.
+struct Rewind<S> {
+    prefix: BytesMut,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    fn new(prefix: BytesMut, inner: S) -> Self {
+        Rewind { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Connection settings for the configured limits: HTTP/1.1 and HTTP/2. The bounds on
+/// heads are set above the largest route limit so that the handler, which knows the route,
+/// answers 431 with a proper body; these bounds only stop what no route would accept.
+pub fn connection_settings(
+    config: &Config,
+) -> (rampart_h1::ServerConfig, http2::Builder<TokioExecutor>) {
     let max_header_bytes = config
         .routes
         .iter()
@@ -567,20 +755,19 @@ pub fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .chain([config.limits.max_headers])
         .max()
         .unwrap_or(config.limits.max_headers);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.server.header_read_timeout)
-        .keep_alive(true)
-        .max_buf_size((max_header_bytes * 2).max(16 * 1024))
-        .max_headers(max_headers + 32);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let h1 = rampart_h1::ServerConfig {
+        limits: rampart_h1::HeadLimits {
+            max_bytes: (max_header_bytes * 2).max(16 * 1024),
+            max_headers: max_headers + 32,
+        },
+        header_read_timeout: config.server.header_read_timeout,
+        idle_timeout: config.server.idle_timeout,
+    };
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(max_header_bytes * 2).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
-    builder
+    (h1, h2)
 }

@@ -1,15 +1,11 @@
 //! Connections to upstream servers: a keep-alive pool per server of HTTP/1.1 connections
-//! that are driven inside the request's own task rather than in a task of their own.
-//!
-//! Hyper's pooled client spawns a task per connection, so every request hops between
-//! tasks several times (request out, response head back, each body chunk back) and, for
-//! HTTP/1.1, spawns one more task per request to return the connection to the pool.
-//! Here the request future and then the response body poll the connection themselves:
-//! one task does all the work, and the connection goes back to the pool when the body
-//! ends. A connection found closed when taken from the pool is discarded; a request that
-//! a stale connection could not send is sent again, once, on a fresh connection.
+//! ([`rampart_h1::ClientConn`]) that work inside the request's own task. The response body
+//! reads its connection and gives it back to the pool when it ends. An idle connection the
+//! server has closed is noticed when it is taken from the pool and discarded; a request
+//! that a pooled connection could not carry is sent again, once, on a fresh connection
+//! when nothing of it was written, or when it is idempotent and the reused connection
+//! closed without a byte of answer (the server closing it as the request went out).
 
-use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,10 +13,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
-use http::{Request, Response};
-use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use rampart_h1::{ClientConn, ClientError, HeadFields, HeadLimits, SendError};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -33,6 +28,14 @@ use crate::body::RequestBody;
 const MAX_IDLE: usize = 512;
 /// An idle connection older than this is closed instead of reused.
 const IDLE_EXPIRY: Duration = Duration::from_secs(90);
+/// Bounds on upstream response heads.
+const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
+    max_bytes: 64 * 1024,
+    max_headers: 128,
+};
+
+pub type UpstreamConn = ClientConn<UpstreamStream>;
+pub type UpstreamBody = rampart_h1::ResponseBody<UpstreamStream>;
 
 /// A TCP or TLS stream to an upstream server.
 pub enum UpstreamStream {
@@ -98,37 +101,6 @@ impl AsyncWrite for UpstreamStream {
     }
 }
 
-/// One HTTP/1.1 connection to an upstream server.
-pub struct UpstreamConn {
-    sender: http1::SendRequest<RequestBody>,
-    conn: http1::Connection<TokioIo<UpstreamStream>, RequestBody>,
-    /// The connection future has completed: the connection is gone.
-    done: bool,
-    idle_since: Instant,
-}
-
-impl UpstreamConn {
-    /// Makes progress on the connection's I/O. Returns false once it has ended.
-    pub fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.done && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.done = true;
-        }
-        !self.done
-    }
-
-    /// Ready for a new request, driving the connection meanwhile; Err when it is closed.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        if !self.drive(cx) {
-            return Poll::Ready(Err(()));
-        }
-        self.sender.poll_ready(cx).map_err(|_| ())
-    }
-
-    fn reusable(&self) -> bool {
-        !self.done && !self.sender.is_closed()
-    }
-}
-
 /// Why an upstream exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -137,7 +109,7 @@ pub enum UpstreamError {
     Connect(String),
     /// The connection failed while sending the request or reading the response head.
     #[error("exchange: {0}")]
-    Exchange(#[from] hyper::Error),
+    Exchange(#[from] ClientError),
 }
 
 /// How to reach one upstream server, and its idle connections.
@@ -147,9 +119,8 @@ pub struct Endpoint {
     tls: Option<(TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
     /// Boxed: connections move between the pool and response bodies, and a box moves as
-    /// one pointer instead of the whole connection state.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<UpstreamConn>>>,
+    /// one pointer instead of the whole connection state. Each with the time it went idle.
+    idle: Mutex<Vec<(Instant, Box<UpstreamConn>)>>,
 }
 
 impl Endpoint {
@@ -202,48 +173,32 @@ impl Endpoint {
                         .map_err(|e| UpstreamError::Connect(format!("TLS: {e}")))?,
                 )),
             };
-            let (sender, conn) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| UpstreamError::Connect(e.to_string()))?;
-            Ok(Box::new(UpstreamConn {
-                sender,
-                conn,
-                done: false,
-                idle_since: Instant::now(),
-            }))
+            Ok(ClientConn::new(stream, RESPONSE_HEAD_LIMITS))
         };
         tokio::time::timeout(self.connect_timeout, connecting)
             .await
             .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
     }
 
-    /// An idle connection ready for a request, or a new one.
+    /// An idle connection still open, or a new one.
     async fn checkout(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some(mut conn) = pooled else {
+            let Some((since, mut conn)) = pooled else {
                 return self.connect().await;
             };
-            if conn.idle_since.elapsed() > IDLE_EXPIRY {
-                continue;
-            }
-            if poll_fn(|cx| conn.poll_ready(cx)).await.is_ok() {
+            if since.elapsed() <= IDLE_EXPIRY && !conn.is_closed() {
                 return Ok(conn);
             }
         }
     }
 
     /// Returns a connection whose exchange has completed.
-    pub fn checkin(&self, mut conn: Box<UpstreamConn>) {
-        if !conn.reusable() {
-            return;
-        }
-        conn.idle_since = Instant::now();
+    pub fn checkin(&self, conn: Box<UpstreamConn>) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push(conn);
+            idle.push((Instant::now(), conn));
         }
     }
 
@@ -252,17 +207,19 @@ impl Endpoint {
         let Ok(mut idle) = self.idle.lock() else {
             return;
         };
-        let mut cx = Context::from_waker(std::task::Waker::noop());
-        idle.retain_mut(|c| c.idle_since.elapsed() <= IDLE_EXPIRY && c.drive(&mut cx));
+        idle.retain_mut(|(since, conn)| since.elapsed() <= IDLE_EXPIRY && !conn.is_closed());
     }
 
-    /// Sends a request and returns the response head with the connection, which the
-    /// response body must keep driving and then [`checkin`](Self::checkin). On failure
-    /// the request comes back when it was never sent, so it can go elsewhere.
+    /// Sends a request, with `extra` fields besides its head's, and returns the response,
+    /// whose body reads the rest and gives the connection back
+    /// ([`UpstreamBody::take_connection`]). On failure the body comes back when none of the
+    /// request was sent, so that it can go elsewhere.
     pub async fn send(
         &self,
-        mut request: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Box<UpstreamConn>), SendFailure> {
+        head: &http::request::Parts,
+        mut body: RequestBody,
+        extra: &(dyn HeadFields + Sync),
+    ) -> Result<Response<UpstreamBody>, SendFailure> {
         let mut fresh = false;
         loop {
             let conn = if fresh {
@@ -270,34 +227,33 @@ impl Endpoint {
             } else {
                 self.checkout().await
             };
-            let mut conn = match conn {
+            let conn = match conn {
                 Ok(conn) => conn,
                 Err(error) => {
                     return Err(SendFailure {
                         error,
-                        unsent: Some(request),
+                        unsent: Some(body),
                     });
                 }
             };
-            let sending = conn.sender.try_send_request(request);
-            tokio::pin!(sending);
-            let result = poll_fn(|cx| {
-                conn.drive(cx);
-                sending.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(response) => return Ok((response, conn)),
-                Err(mut e) => match e.take_message() {
-                    // Never written: a stale pooled connection. Once more, on a new one.
-                    Some(unsent) if !fresh => {
-                        request = unsent;
+            match conn.send(head, body, extra).await {
+                Ok(response) => return Ok(response),
+                Err(SendError {
+                    error,
+                    body: back,
+                    written,
+                    silent_reuse,
+                }) => match back {
+                    Some(back)
+                        if !fresh && (!written || (silent_reuse && idempotent(&head.method))) =>
+                    {
+                        body = back;
                         fresh = true;
                     }
-                    unsent => {
+                    back => {
                         return Err(SendFailure {
-                            error: UpstreamError::Exchange(e.into_error()),
-                            unsent,
+                            error: UpstreamError::Exchange(error),
+                            unsent: back.filter(|_| !written),
                         });
                     }
                 },
@@ -321,27 +277,23 @@ impl Endpoint {
             );
         };
         let checking = async {
-            let request = Request::get(path)
+            let (head, ()) = Request::get(path)
                 .header(http::header::HOST, host)
                 .header(http::header::USER_AGENT, "rampart-health-check")
-                .body(RequestBody::empty())
-                .ok()?;
-            let (response, mut conn) = self.send(request).await.ok()?;
+                .body(())
+                .ok()?
+                .into_parts();
+            let response = self.send(&head, RequestBody::empty(), &()).await.ok()?;
             let status = response.status().as_u16();
             let mut body = response.into_body();
-            let drained = poll_fn(|cx| {
-                loop {
-                    conn.drive(cx);
-                    match Pin::new(&mut body).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(_))) => continue,
-                        Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
-                        Poll::Ready(None) => return Poll::Ready(true),
-                        Poll::Pending => return Poll::Pending,
-                    }
+            let drained = loop {
+                match body.frame().await {
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => break false,
+                    None => break true,
                 }
-            })
-            .await;
-            if drained {
+            };
+            if drained && let Some(conn) = body.take_connection() {
                 self.checkin(conn);
             }
             Some(status == expected_status)
@@ -353,10 +305,18 @@ impl Endpoint {
     }
 }
 
-/// A failed [`Endpoint::send`], with the request when it was never sent.
+/// Methods whose requests may be sent twice to the same effect (RFC 9110 §9.2.2).
+pub fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+/// A failed [`Endpoint::send`], with the body when none of the request was sent.
 pub struct SendFailure {
     pub error: UpstreamError,
-    pub unsent: Option<Request<RequestBody>>,
+    pub unsent: Option<RequestBody>,
 }
 
 /// The TLS client configuration for `https://` upstreams: aws-lc-rs, web PKI roots.

@@ -691,6 +691,11 @@ async fn http2_cleartext_clients_are_served() {
     let resp = c.post(gw.url("/h2")).body("over h2").send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
+    // The fields HTTP/1.1 writes as head lines are in HTTP/2's header map.
+    assert_eq!(resp.headers()["x-frame-options"], "DENY");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert!(!resp.headers().contains_key("server"));
     let v = json(resp).await;
     assert_eq!(v["body_len"], 7);
     assert_eq!(v["headers"]["host"], up.addr.to_string());
