@@ -126,26 +126,45 @@ impl Drop for AccessLogFlusher {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal. Runs that need no escape are copied whole.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let mut utf8 = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
-            }
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..0x20 => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        } else {
+            out.extend_from_slice(escape);
         }
+        start = i + 1;
     }
+    out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Appends `value` in decimal with at least `width` digits.
+pub fn zero_padded(out: &mut Vec<u8>, value: u64, width: usize) {
+    let mut number = itoa::Buffer::new();
+    let digits = number.format(value).as_bytes();
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits);
 }
 
 /// Appends the time as an RFC 3339 UTC timestamp with microseconds.
@@ -164,14 +183,20 @@ pub fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    let parts = [
+        (year.max(0) as u64, 4, b'-'),
+        (month as u64, 2, b'-'),
+        (day as u64, 2, b'T'),
+        (rem / 3600, 2, b':'),
+        (rem / 60 % 60, 2, b':'),
+        (rem % 60, 2, b'.'),
+    ];
+    for (value, width, separator) in parts {
+        zero_padded(out, value, width);
+        out.push(separator);
+    }
+    zero_padded(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
 }
 
 #[cfg(test)]
@@ -203,6 +228,10 @@ mod tests {
         json_str(&mut out, "a\"b\\c\n\u{1}é");
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, r#""a\"b\\c\n\u0001é""#);
+        let mut out = Vec::new();
+        json_str(&mut out, "plain");
+        json_str(&mut out, "\u{1f}end");
+        assert_eq!(out, br#""plain""\u001fend""#);
         assert_eq!(
             serde_json::from_str::<String>(&text).unwrap(),
             "a\"b\\c\n\u{1}é"

@@ -1,6 +1,7 @@
 //! The request path: route, check limits, answer CORS preflights, forward upstream with a
 //! timeout, harden the response.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,14 +26,26 @@ use crate::upstream::{SendFailure, UpstreamBody, UpstreamError, idempotent};
 use http_body_util::BodyExt;
 use rampart_limit::{Access, Ban, EventKind, RequestKeys, Verdict, aggregate};
 use rampart_resilience::{InFlight, Outcome, RetryOn};
+use smallvec::SmallVec;
 use std::time::Duration;
 
-/// The host a request is for, without port: the URI authority (HTTP/2, absolute-form) or
-/// the `Host` header.
-fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<HeaderValue>)> {
+/// The host a request is for, without port and in lower case (copied only when it is not
+/// already): the URI authority (HTTP/2, absolute-form) or the `Host` header. With it, the
+/// header value to pass on as `X-Forwarded-Host`.
+fn request_host<'a>(
+    uri: &'a Uri,
+    headers: &'a HeaderMap,
+) -> Option<(Cow<'a, str>, Option<HeaderValue>)> {
+    let lower = |host: &'a str| {
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        }
+    };
     if let Some(authority) = uri.authority() {
         let value = HeaderValue::from_str(authority.as_str()).ok();
-        return Some((authority.host().to_ascii_lowercase(), value));
+        return Some((lower(authority.host()), value));
     }
     let value = headers.get(header::HOST)?;
     let text = value.to_str().ok()?;
@@ -44,7 +57,7 @@ fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<(String, Option<Header
             .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
             .map_or(text, |(h, _)| h)
     };
-    Some((host.to_ascii_lowercase(), Some(value.clone())))
+    Some((lower(host), Some(value.clone())))
 }
 
 fn header_bytes(headers: &HeaderMap) -> usize {
@@ -164,8 +177,11 @@ pub async fn handle(
         .unwrap_or_else(new_request_id);
     let peer_ip = conn.peer.ip();
     let client_ip = runtime.client_ip(peer_ip, &parts.headers);
-    let host = request_host(&parts.uri, &parts.headers);
-    let route_index = runtime.route_index(host.as_ref().map(|(h, _)| h.as_str()), parts.uri.path());
+    let (route_index, original_host) = {
+        let host = request_host(&parts.uri, &parts.headers);
+        let index = runtime.route_index(host.as_ref().map(|(h, _)| &**h), parts.uri.path());
+        (index, host.and_then(|(_, value)| value))
+    };
     let mut exchange = Box::new(Exchange {
         method: Some(parts.method.clone()),
         uri: Some(parts.uri.clone()),
@@ -437,70 +453,79 @@ pub async fn handle(
         Some(Uri::from(path_and_query))
     };
     let origin = parts.headers.get(header::ORIGIN).cloned();
-    let original_host = host.and_then(|(_, value)| value);
     remove_hop_by_hop(&mut parts.headers);
     // The gateway answers `Expect: 100-continue` itself, when it first reads the body.
-    if parts.headers.contains_key(header::EXPECT) {
-        parts.headers.remove(header::EXPECT);
-    }
+    parts.headers.remove(header::EXPECT);
     if let Some(uri) = uri {
         parts.uri = uri;
     }
     parts.version = Version::HTTP_11;
-    let stats = Arc::new(BodyStats::default());
-    exchange.body_stats = Some(stats.clone());
-
     // A body inspection read is sent as read; small bodies are buffered so that a retry can
-    // send them again.
+    // send them again. No body, no byte counts.
     let outgoing = match body {
-        crate::inspect::InspectedBody::Complete(bytes) => {
-            if bytes.len() as u64 > limit {
-                return Ok(rejected(
-                    exchange,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    Rejection::body_too_large,
-                    "request body too large",
-                    true,
-                ));
-            }
-            stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-            Outgoing::Replayable(bytes)
+        crate::inspect::InspectedBody::Untouched(body) if body.is_end_stream() => {
+            Outgoing::Replayable(Bytes::new())
         }
-        crate::inspect::InspectedBody::Prefix(prefix, rest) => Outgoing::Streaming(Some(
-            RequestBody::prefixed(prefix, rest, limit, stats.clone()),
-        )),
-        crate::inspect::InspectedBody::Untouched(body) => match body.size_hint().exact() {
-            Some(0) => Outgoing::Replayable(Bytes::new()),
-            Some(n) if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 => {
-                let reading = body.collect();
-                match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
-                    Ok(Ok(collected)) => {
-                        let bytes = collected.to_bytes();
-                        stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                        Outgoing::Replayable(bytes)
-                    }
-                    Ok(Err(_)) => {
+        body => {
+            let stats = Arc::new(BodyStats::default());
+            exchange.body_stats = Some(stats.clone());
+            match body {
+                crate::inspect::InspectedBody::Complete(bytes) => {
+                    if bytes.len() as u64 > limit {
                         return Ok(rejected(
                             exchange,
-                            StatusCode::BAD_REQUEST,
-                            Rejection::bad_request,
-                            "the request body could not be read",
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            Rejection::body_too_large,
+                            "request body too large",
                             true,
                         ));
                     }
-                    Err(_) => {
-                        return Ok(rejected(
-                            exchange,
-                            StatusCode::REQUEST_TIMEOUT,
-                            Rejection::bad_request,
-                            "the request body was not received in time",
-                            true,
-                        ));
-                    }
+                    stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                    Outgoing::Replayable(bytes)
                 }
+                crate::inspect::InspectedBody::Prefix(prefix, rest) => Outgoing::Streaming(Some(
+                    RequestBody::prefixed(prefix, rest, limit, stats.clone()),
+                )),
+                crate::inspect::InspectedBody::Untouched(body) => match body.size_hint().exact() {
+                    Some(0) => Outgoing::Replayable(Bytes::new()),
+                    Some(n)
+                        if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 =>
+                    {
+                        let reading = body.collect();
+                        match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
+                            Ok(Ok(collected)) => {
+                                let bytes = collected.to_bytes();
+                                stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                                Outgoing::Replayable(bytes)
+                            }
+                            Ok(Err(_)) => {
+                                return Ok(rejected(
+                                    exchange,
+                                    StatusCode::BAD_REQUEST,
+                                    Rejection::bad_request,
+                                    "the request body could not be read",
+                                    true,
+                                ));
+                            }
+                            Err(_) => {
+                                return Ok(rejected(
+                                    exchange,
+                                    StatusCode::REQUEST_TIMEOUT,
+                                    Rejection::bad_request,
+                                    "the request body was not received in time",
+                                    true,
+                                ));
+                            }
+                        }
+                    }
+                    _ => Outgoing::Streaming(Some(RequestBody::streaming(
+                        body,
+                        limit,
+                        stats.clone(),
+                    ))),
+                },
             }
-            _ => Outgoing::Streaming(Some(RequestBody::streaming(body, limit, stats.clone()))),
-        },
+        }
     };
 
     let exchange_fields = &mut *exchange;
@@ -527,7 +552,8 @@ pub async fn handle(
     let response = match forwarded {
         Ok(exchanged) => exchanged,
         Err(failure) => {
-            if stats.over_limit.load(Ordering::Relaxed) {
+            let over_limit = exchange.body_stats.as_ref();
+            if over_limit.is_some_and(|s| s.over_limit.load(Ordering::Relaxed)) {
                 return Ok(rejected(
                     exchange,
                     StatusCode::PAYLOAD_TOO_LARGE,
@@ -706,8 +732,8 @@ enum AttemptError {
 /// The servers that can take a request now, preferring those not tried yet. When no
 /// server passes its health checks, the checks may be what is wrong (as Envoy's panic
 /// mode assumes): servers not ejected and not cut off by their breaker are tried anyway.
-fn candidates(pool: &Pool, tried: &[usize]) -> Vec<usize> {
-    let mut available: Vec<usize> = (0..pool.servers.len())
+fn candidates(pool: &Pool, tried: &[usize]) -> SmallVec<[usize; 8]> {
+    let mut available: SmallVec<[usize; 8]> = (0..pool.servers.len())
         .filter(|&i| pool.available(i))
         .collect();
     if available.is_empty() {
@@ -715,7 +741,6 @@ fn candidates(pool: &Pool, tried: &[usize]) -> Vec<usize> {
             .filter(|&i| pool.reachable_ignoring_health(i))
             .collect();
     }
-    // Only retries have tried servers: the first attempt allocates one list, not two.
     if !tried.is_empty() && available.iter().any(|i| !tried.contains(i)) {
         available.retain(|i| !tried.contains(i));
     }

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use crate::gcra::{Decision, KeyKind, LimitConfig, OnRedisError, Quota};
 use crate::key::Key;
@@ -202,7 +203,8 @@ impl RateLimiter {
         if self.limits.is_empty() {
             return Verdict::Allowed(None);
         }
-        let applicable: Vec<(usize, Key)> = self
+        // Routes have a few limits: the keys stay on the stack.
+        let applicable: SmallVec<[(usize, Key); 4]> = self
             .limits
             .iter()
             .enumerate()
@@ -239,7 +241,7 @@ impl RateLimiter {
     /// earlier limits are given back.
     fn check_local(&self, applicable: &[(usize, Key)], fallback: bool) -> Verdict {
         let quota = |l: &Compiled| if fallback { l.fallback_quota } else { l.quota };
-        let mut decisions: Vec<(usize, Decision)> = Vec::with_capacity(applicable.len());
+        let mut decisions: SmallVec<[(usize, Decision); 4]> = SmallVec::new();
         for (n, (i, key)) in applicable.iter().enumerate() {
             let limit = &self.limits[*i];
             let q = quota(limit);
