@@ -4,6 +4,7 @@
 //! no wake-up per line. If the output stalls, lines beyond the buffer cap are dropped and
 //! counted rather than stalling requests.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -126,13 +127,23 @@ impl Drop for AccessLogFlusher {
     }
 }
 
-/// Appends `s` as a JSON string literal. Runs that need no escape are copied whole.
+/// Appends `s` as a JSON string literal. Runs that need no escape are copied whole, found
+/// eight bytes at a time.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(chunk) = bytes.get(i..i + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(chunk)
+            && !needs_escape(u64::from_le_bytes(word))
+        {
+            i += 8;
+            continue;
+        }
+        let b = bytes[i];
         let escape: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -140,7 +151,10 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
             b'\r' => b"\\r",
             b'\t' => b"\\t",
             0..0x20 => b"",
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         if escape.is_empty() {
@@ -150,10 +164,23 @@ pub fn json_str(out: &mut Vec<u8>, s: &str) {
         } else {
             out.extend_from_slice(escape);
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of the eight bytes is a control character, `"` or `\` (the classic
+/// has-less-than and has-zero-byte word tricks).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let quote = zero_byte(word ^ (ONES * u64::from(b'"')));
+    let backslash = zero_byte(word ^ (ONES * u64::from(b'\\')));
+    control | quote | backslash != 0
 }
 
 /// Appends `value` in decimal with at least `width` digits.
@@ -167,10 +194,29 @@ pub fn zero_padded(out: &mut Vec<u8>, value: u64, width: usize) {
     out.extend_from_slice(digits);
 }
 
-/// Appends the time as an RFC 3339 UTC timestamp with microseconds.
+/// Appends the time as an RFC 3339 UTC timestamp with microseconds. The part up to the
+/// second is formatted once a second per thread.
 pub fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
+    thread_local! {
+        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+    }
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
+    SECOND.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != secs {
+            cached.1.clear();
+            date_and_second(&mut cached.1, secs);
+            cached.0 = secs;
+        }
+        out.extend_from_slice(&cached.1);
+    });
+    zero_padded(out, u64::from(since.subsec_micros()), 6);
+    out.push(b'Z');
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for seconds since the epoch.
+fn date_and_second(out: &mut Vec<u8>, secs: u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
@@ -195,8 +241,6 @@ pub fn rfc3339(out: &mut Vec<u8>, time: SystemTime) {
         zero_padded(out, value, width);
         out.push(separator);
     }
-    zero_padded(out, u64::from(since.subsec_micros()), 6);
-    out.push(b'Z');
 }
 
 #[cfg(test)]
@@ -228,14 +272,24 @@ mod tests {
         json_str(&mut out, "a\"b\\c\n\u{1}é");
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, r#""a\"b\\c\n\u0001é""#);
-        let mut out = Vec::new();
-        json_str(&mut out, "plain");
-        json_str(&mut out, "\u{1f}end");
-        assert_eq!(out, br#""plain""\u001fend""#);
         assert_eq!(
             serde_json::from_str::<String>(&text).unwrap(),
             "a\"b\\c\n\u{1}é"
         );
+        // Longer than a word, with escapes inside and after clean eight-byte runs.
+        let long = "a longer plain text with \"quotes\" and \\ past eight\u{1}\u{7f}é";
+        let mut out = Vec::new();
+        json_str(&mut out, long);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&text).unwrap(), long);
+        assert!(
+            text.contains(r#"\"quotes\" and \\ past eight\u0001"#),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        json_str(&mut out, "plain");
+        json_str(&mut out, "\u{1f}end");
+        assert_eq!(out, br#""plain""\u001fend""#);
     }
 
     #[derive(Clone, Default)]

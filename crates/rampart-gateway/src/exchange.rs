@@ -134,12 +134,11 @@ impl Exchange {
 
     /// Whether a response's own field gives way to [`write_fields`](Self::write_fields).
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        name == X_REQUEST_ID
-            || self.security_headers().replaces(name, self.tls)
-            || (self.quota.is_some()
-                && (name == RATELIMIT_LIMIT
-                    || name == RATELIMIT_REMAINING
-                    || name == RATELIMIT_RESET))
+        match name.as_str() {
+            "x-request-id" => true,
+            "ratelimit-limit" | "ratelimit-remaining" | "ratelimit-reset" => self.quota.is_some(),
+            _ => self.security_headers().replaces(name, self.tls),
+        }
     }
 
     /// The response fields set in a header map.
@@ -204,8 +203,10 @@ impl Exchange {
         };
         out.extend_from_slice(b"{\"timestamp\":\"");
         rfc3339(out, SystemTime::now());
-        out.extend_from_slice(b"\",\"log\":\"access\",\"request_id\":");
-        json_str(out, self.request_id.to_str().unwrap_or("-"));
+        // Request ids are made of characters that need no escaping (acceptable_request_id).
+        out.extend_from_slice(b"\",\"log\":\"access\",\"request_id\":\"");
+        out.extend_from_slice(self.request_id.as_bytes());
+        out.extend_from_slice(b"\"");
         out.extend_from_slice(b",\"client_ip\":\"");
         write_ip(out, self.client_ip);
         out.extend_from_slice(b"\",\"method\":");

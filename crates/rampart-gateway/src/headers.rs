@@ -3,50 +3,62 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use crate::config::{HstsMode, SecurityHeadersConfig};
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the
 /// non-standard ones that proxies traditionally treat the same way.
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
 ];
 
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
+/// Names are compared as text: a comparison with a `const HeaderName` of a non-standard
+/// name builds and drops a temporary each time.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == PROXY_CONNECTION
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
-/// Removes hop-by-hop headers, including those the `Connection` header names.
+/// Removes hop-by-hop headers, including those the `Connection` header names. Only the
+/// names present are removed: a removal hashes the name even when it is absent, and most
+/// messages carry one such header at most (`Connection: keep-alive`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // One pass to find out, since most messages carry none: a removal hashes the name
-    // even when it is absent.
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut present: SmallVec<[HeaderName; 4]> = headers
+        .keys()
+        .filter(|n| is_hop_by_hop(n))
+        .cloned()
+        .collect();
+    if present.is_empty() {
         return;
     }
-    if let Some(connection) = headers.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = connection
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+    for value in headers.get_all(header::CONNECTION) {
+        let tokens = value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii);
+        for token in tokens {
+            // `close` is no header; hop-by-hop names are in `present` if they are here.
+            if token.is_empty() || token.eq_ignore_ascii_case(b"close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token)
+                && !is_hop_by_hop(&name)
+            {
+                present.push(name);
+            }
         }
     }
-    for name in &HOP_BY_HOP {
+    for name in &present {
         headers.remove(name);
     }
-    headers.remove(PROXY_CONNECTION);
 }
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -160,11 +172,13 @@ impl rampart_h1::HeadFields for ForwardedFields<'_> {
     }
 
     fn replaces(&self, name: &HeaderName) -> bool {
-        (name == header::HOST && self.host.is_some())
-            || name == X_FORWARDED_FOR
-            || name == X_REQUEST_ID
-            || (name == X_FORWARDED_PROTO && !self.keep_proto)
-            || (name == X_FORWARDED_HOST && !self.keep_host)
+        match name.as_str() {
+            "host" => self.host.is_some(),
+            "x-forwarded-for" | "x-request-id" => true,
+            "x-forwarded-proto" => !self.keep_proto,
+            "x-forwarded-host" => !self.keep_host,
+            _ => false,
+        }
     }
 }
 
@@ -269,7 +283,7 @@ impl SecurityHeaders {
     /// ...and the upstream's fields they stand for, or that are stripped.
     pub fn replaces(&self, name: &HeaderName, tls: bool) -> bool {
         name == header::SERVER
-            || name == X_POWERED_BY
+            || name.as_str() == "x-powered-by"
             || self.always.iter().any(|(n, _)| n == name)
             || (name == header::STRICT_TRANSPORT_SECURITY && self.hsts(tls).is_some())
     }

@@ -77,7 +77,7 @@ pub async fn inspect(
     if declared.is_some_and(|n| n > max as u64) && config.oversize == Oversize::Refuse {
         return Err(Refusal::TooLarge);
     }
-    let read = tokio::time::timeout(read_timeout, read_prefix(body, max)).await;
+    let read = tokio::time::timeout(read_timeout, Box::pin(read_prefix(body, max))).await;
     let body = match read {
         Err(_) => return Err(Refusal::Unreadable { timed_out: true }),
         Ok(Err(())) => return Err(Refusal::Unreadable { timed_out: false }),

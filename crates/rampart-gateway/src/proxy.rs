@@ -491,7 +491,7 @@ pub async fn handle(
                     Some(n)
                         if n <= route.retry.max_buffered_body && route.retry.max_attempts > 1 =>
                     {
-                        let reading = body.collect();
+                        let reading = Box::pin(body.collect());
                         match tokio::time::timeout(route.limits.upstream_timeout, reading).await {
                             Ok(Ok(collected)) => {
                                 let bytes = collected.to_bytes();
@@ -771,7 +771,9 @@ async fn forward<'a>(
     let pool = &*route.pool;
     let retry = &route.retry;
     route.budget.deposit();
-    let deadline = tokio::time::Instant::now() + route.limits.upstream_timeout;
+    // One clock reading per attempt start and end: they give the deadlines and durations.
+    let started = tokio::time::Instant::now();
+    let deadline = started + route.limits.upstream_timeout;
     let pool_permit = pool
         .breaker
         .try_acquire()
@@ -781,11 +783,7 @@ async fn forward<'a>(
     let mut unsent: Option<RequestBody> = None;
     let mut attempt = 0;
     let mut failure = Failure::Unavailable;
-    let started = Instant::now();
-    let outcome = |failed: bool| Outcome {
-        failure: failed,
-        duration: started.elapsed(),
-    };
+    let mut spent = Duration::ZERO;
     // Bounded: each pass either makes an attempt or marks a server tried.
     for _ in 0..(retry.max_attempts as usize + pool.servers.len()) {
         let picked = pool.balancer.pick(&candidates(pool, &tried), |i| {
@@ -811,14 +809,23 @@ async fn forward<'a>(
         };
         fields.host = Some(preserved_host.unwrap_or(&server.host_header));
 
-        let now = tokio::time::Instant::now();
-        let remaining = deadline.saturating_duration_since(now);
-        let per_try = retry
+        let now = if attempt == 1 {
+            started
+        } else {
+            tokio::time::Instant::now()
+        };
+        let try_deadline = retry
             .per_try_timeout
-            .map_or(remaining, |t| t.min(remaining));
-        let result =
-            tokio::time::timeout(per_try, server.endpoint.send(parts, body, &*fields)).await;
-        *upstream_duration = Some(now.elapsed());
+            .map_or(deadline, |t| (now + t).min(deadline));
+        let sending = server.endpoint.send(parts, body, &*fields);
+        let result = tokio::time::timeout_at(try_deadline, sending).await;
+        let finished = tokio::time::Instant::now();
+        *upstream_duration = Some(finished - now);
+        spent = finished - started;
+        let outcome = |failed: bool| Outcome {
+            failure: failed,
+            duration: spent,
+        };
         let error = match result {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -883,7 +890,10 @@ async fn forward<'a>(
         }
         tokio::time::sleep(pause).await;
     }
-    pool_permit.record(outcome(true));
+    pool_permit.record(Outcome {
+        failure: true,
+        duration: spent,
+    });
     Err(failure)
 }
 

@@ -158,7 +158,13 @@ impl Endpoint {
         format!("{}:{}", self.host, self.port)
     }
 
+    /// A new connection. Boxed: the connecting (address lookup, TCP, TLS) is rare next to
+    /// the requests that reuse connections, whose futures should not carry its size.
     async fn connect(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
+        Box::pin(self.open()).await
+    }
+
+    async fn open(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
         let connecting = async {
             let tcp = TcpStream::connect(self.address())
                 .await

@@ -214,7 +214,8 @@ impl RateLimiter {
             return Verdict::Allowed(None);
         }
         let verdict = match &self.redis {
-            Some(redis) => match self.check_redis(redis, &applicable).await {
+            // Boxed: the in-memory decision's future need not carry the Redis call's size.
+            Some(redis) => match Box::pin(self.check_redis(redis, &applicable)).await {
                 Some(v) => v,
                 None => {
                     self.stats.fallbacks.fetch_add(1, Ordering::Relaxed);
