@@ -13,7 +13,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::exchange::Exchange;
+use crate::headers::connection_listed;
 use crate::upstream::UpstreamBody;
+use rampart_h1::RawFields;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -180,8 +182,10 @@ impl Body for RequestBody {
 }
 
 enum Source {
-    /// The upstream's body, which reads its connection and gives it back at the end.
-    Upstream(UpstreamBody),
+    /// The upstream's body, which reads its connection and gives it back at the end, and
+    /// the upstream's response fields, passed on as they came but for those the gateway
+    /// removes or sets itself.
+    Upstream(UpstreamBody, RawFields),
     Full(Option<Bytes>),
 }
 
@@ -192,9 +196,9 @@ pub struct ResponseBody {
 }
 
 impl ResponseBody {
-    pub fn upstream(body: UpstreamBody, exchange: Box<Exchange>) -> Self {
+    pub fn upstream(body: UpstreamBody, fields: RawFields, exchange: Box<Exchange>) -> Self {
         ResponseBody {
-            source: Source::Upstream(body),
+            source: Source::Upstream(body, fields),
             exchange: Some(exchange),
         }
     }
@@ -209,7 +213,7 @@ impl ResponseBody {
     fn finish(&mut self, completed: bool) {
         // A connection is reusable only after its response was read to the end.
         let conn = match &mut self.source {
-            Source::Upstream(body) if completed => body.take_connection(),
+            Source::Upstream(body, _) if completed => body.take_connection(),
             _ => None,
         };
         if let Some(exchange) = self.exchange.take() {
@@ -230,7 +234,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let polled = match &mut self.source {
-            Source::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Source::Upstream(body, _) => Pin::new(body).poll_frame(cx),
             Source::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         };
         match &polled {
@@ -248,14 +252,14 @@ impl Body for ResponseBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.source {
-            Source::Upstream(body) => body.is_end_stream(),
+            Source::Upstream(body, _) => body.is_end_stream(),
             Source::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.source {
-            Source::Upstream(body) => body.size_hint(),
+            Source::Upstream(body, _) => body.size_hint(),
             Source::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
@@ -263,25 +267,63 @@ impl Body for ResponseBody {
     }
 }
 
+impl ResponseBody {
+    /// The upstream's fields that are passed on, if the response is the upstream's.
+    fn upstream_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let (fields, exchange) = match (&self.source, &self.exchange) {
+            (Source::Upstream(_, fields), Some(exchange)) => (Some(fields), Some(exchange)),
+            _ => (None, None),
+        };
+        let listed = fields.map(connection_listed).unwrap_or_default();
+        fields
+            .into_iter()
+            .flat_map(RawFields::iter)
+            .filter(move |(name, _)| {
+                exchange.is_some_and(|e| e.passes_upstream_field(name))
+                    && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            })
+    }
+
+    /// Sets the response's fields in a header map: the upstream's that are passed on and
+    /// the exchange's own (HTTP/2, which has no head lines to write them as).
+    pub fn decorate(&self, headers: &mut http::HeaderMap) {
+        for (name, value) in self.upstream_fields() {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name),
+                http::HeaderValue::from_bytes(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        if let Some(exchange) = &self.exchange {
+            exchange.decorate(headers);
+        }
+    }
+}
+
 impl rampart_h1::HeadFields for ResponseBody {
     fn write_fields(&self, out: &mut Vec<u8>) {
+        for (name, value) in self.upstream_fields() {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(exchange) = &self.exchange {
             exchange.write_fields(out);
         }
     }
 
     fn replaces(&self, name: &http::HeaderName) -> bool {
-        self.exchange.as_ref().is_some_and(|e| e.replaces(name))
-    }
-}
-
-impl ResponseBody {
-    /// Sets the exchange's response fields in a header map (HTTP/2, which has no head
-    /// lines to write them as).
-    pub fn decorate(&self, headers: &mut http::HeaderMap) {
-        if let Some(exchange) = &self.exchange {
-            exchange.decorate(headers);
+        // The upstream's own date stands for the one a writer would add.
+        if name == http::header::DATE
+            && let Source::Upstream(_, fields) = &self.source
+        {
+            return fields.get("date").is_some();
         }
+        self.exchange
+            .as_ref()
+            .is_some_and(|e| e.replaces(name.as_str().as_bytes()))
     }
 }
 

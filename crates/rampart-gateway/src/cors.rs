@@ -190,6 +190,13 @@ const CORS_RESPONSE_HEADERS: [HeaderName; 6] = [
     header::ACCESS_CONTROL_MAX_AGE,
 ];
 
+/// Whether an upstream's field is one of the CORS response fields the gateway owns.
+pub fn is_cors_response_field(name: &[u8]) -> bool {
+    CORS_RESPONSE_HEADERS
+        .iter()
+        .any(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+}
+
 /// Removes every `Access-Control-*` header an upstream sent.
 pub fn strip_upstream_cors(headers: &mut HeaderMap) {
     // Scan first: most responses have none, and a removal hashes even an absent name.

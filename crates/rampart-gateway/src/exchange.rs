@@ -12,7 +12,8 @@ use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339, zero_padded};
 use crate::body::BodyStats;
-use crate::headers::{SecurityHeaders, X_REQUEST_ID, write_ip};
+use crate::cors::is_cors_response_field;
+use crate::headers::{SecurityHeaders, X_REQUEST_ID, is_hop_by_hop_name, write_ip};
 use crate::runtime::Runtime;
 use crate::server::RequestGuard;
 
@@ -132,13 +133,35 @@ impl Exchange {
         }
     }
 
-    /// Whether a response's own field gives way to [`write_fields`](Self::write_fields).
-    pub fn replaces(&self, name: &HeaderName) -> bool {
-        match name.as_str() {
-            "x-request-id" => true,
-            "ratelimit-limit" | "ratelimit-remaining" | "ratelimit-reset" => self.quota.is_some(),
-            _ => self.security_headers().replaces(name, self.tls),
+    /// Whether a response's own field gives way to [`write_fields`](Self::write_fields)
+    /// (names in any case).
+    pub fn replaces(&self, name: &[u8]) -> bool {
+        if name.eq_ignore_ascii_case(b"x-request-id") {
+            return true;
         }
+        let ratelimit = [
+            &b"ratelimit-limit"[..],
+            b"ratelimit-remaining",
+            b"ratelimit-reset",
+        ];
+        if ratelimit.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+            return self.quota.is_some();
+        }
+        self.security_headers().replaces(name, self.tls)
+    }
+
+    /// Whether an upstream's response field is passed on: not hop-by-hop, not framing
+    /// (the gateway frames the body itself, but for a HEAD or 304 answer, whose length
+    /// field describes a body not sent), not a CORS field (the gateway owns those) and not
+    /// one the gateway's own fields stand for.
+    pub fn passes_upstream_field(&self, name: &[u8]) -> bool {
+        let framing = name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (name.eq_ignore_ascii_case(b"content-length")
+                && !(self.method == Some(Method::HEAD) || self.status == 304));
+        !(framing
+            || is_hop_by_hop_name(name)
+            || is_cors_response_field(name)
+            || self.replaces(name))
     }
 
     /// The response fields set in a header map.

@@ -27,6 +27,24 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
+/// The same for a name as sent, in any case.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// The names an upstream's `Connection` fields list as hop-by-hop (besides `close` and the
+/// names that are always hop-by-hop), in any case.
+pub fn connection_listed(fields: &rampart_h1::RawFields) -> SmallVec<[&[u8]; 2]> {
+    fields
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, value)| value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !is_hop_by_hop_name(t))
+        .collect()
+}
+
 /// Removes hop-by-hop headers, including those the `Connection` header names. Only the
 /// names present are removed: a removal hashes the name even when it is absent, and most
 /// messages carry one such header at most (`Connection: keep-alive`).
@@ -280,12 +298,16 @@ impl SecurityHeaders {
         }
     }
 
-    /// ...and the upstream's fields they stand for, or that are stripped.
-    pub fn replaces(&self, name: &HeaderName, tls: bool) -> bool {
-        name == header::SERVER
-            || name.as_str() == "x-powered-by"
-            || self.always.iter().any(|(n, _)| n == name)
-            || (name == header::STRICT_TRANSPORT_SECURITY && self.hsts(tls).is_some())
+    /// ...and the upstream's fields they stand for, or that are stripped (names in any
+    /// case).
+    pub fn replaces(&self, name: &[u8], tls: bool) -> bool {
+        name.eq_ignore_ascii_case(b"server")
+            || name.eq_ignore_ascii_case(b"x-powered-by")
+            || self
+                .always
+                .iter()
+                .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
+            || (name.eq_ignore_ascii_case(b"strict-transport-security") && self.hsts(tls).is_some())
     }
 }
 
@@ -405,13 +427,10 @@ mod tests {
             );
         }
         assert_eq!(text.lines().count(), map.len());
+        assert!(compiled.replaces(b"Server", true) && compiled.replaces(b"X-Frame-Options", true));
+        assert!(!compiled.replaces(b"content-type", true));
         assert!(
-            compiled.replaces(&header::SERVER, true)
-                && compiled.replaces(&header::X_FRAME_OPTIONS, true)
-        );
-        assert!(!compiled.replaces(&header::CONTENT_TYPE, true));
-        assert!(
-            !compiled.replaces(&header::STRICT_TRANSPORT_SECURITY, false),
+            !compiled.replaces(b"strict-transport-security", false),
             "no HSTS without TLS by default"
         );
     }

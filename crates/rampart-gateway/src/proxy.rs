@@ -22,7 +22,7 @@ use crate::headers::{
 use crate::metrics::Rejection;
 use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
 use crate::server::{ConnInfo, RequestGuard, Shared};
-use crate::upstream::{SendFailure, UpstreamBody, UpstreamError, idempotent};
+use crate::upstream::{SendFailure, UpstreamError, UpstreamResponse, idempotent};
 use http_body_util::BodyExt;
 use rampart_limit::{Access, Ban, EventKind, RequestKeys, Verdict, aggregate};
 use rampart_resilience::{InFlight, Outcome, RetryOn};
@@ -593,10 +593,13 @@ pub async fn handle(
             return Ok(response);
         }
     };
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    route.cors.apply(origin.as_ref(), &mut parts.headers);
-    exchange.status = parts.status.as_u16();
+    // The upstream's fields stay as they came, in the body, to be passed on by the writer;
+    // the map holds only what the gateway adds here.
+    let rampart_h1::ClientResponse { head, body } = response;
+    let mut response = Response::new(());
+    *response.status_mut() = head.status;
+    route.cors.apply(origin.as_ref(), response.headers_mut());
+    exchange.status = head.status.as_u16();
     if exchange.status >= 400 {
         record_event(
             shared,
@@ -606,10 +609,7 @@ pub async fn handle(
             Some(exchange.status),
         );
     }
-    Ok(Response::from_parts(
-        parts,
-        ResponseBody::upstream(body, exchange),
-    ))
+    Ok(response.map(|()| ResponseBody::upstream(body, head.fields, exchange)))
 }
 
 /// Whole seconds, rounded up, at least 1 (for `Retry-After`).
@@ -767,7 +767,7 @@ async fn forward<'a>(
     preserved_host: Option<&'a HeaderValue>,
     upstream: &mut Option<usize>,
     upstream_duration: &mut Option<Duration>,
-) -> Result<Response<UpstreamBody>, Failure> {
+) -> Result<UpstreamResponse, Failure> {
     let pool = &*route.pool;
     let retry = &route.retry;
     route.budget.deposit();
@@ -828,7 +828,7 @@ async fn forward<'a>(
         };
         let error = match result {
             Ok(Ok(response)) => {
-                let status = response.status().as_u16();
+                let status = response.head.status.as_u16();
                 let failed = pool.failure.status_fails(status);
                 permit.record(outcome(failed));
                 pool.record(index, failed);

@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::uri::Scheme;
-use http::{Method, Request, Response};
+use http::{Method, Request};
 use http_body_util::BodyExt;
 use rampart_h1::{ClientConn, ClientError, HeadFields, HeadLimits, SendError};
 use rustls::pki_types::ServerName;
@@ -36,6 +36,7 @@ const RESPONSE_HEAD_LIMITS: HeadLimits = HeadLimits {
 
 pub type UpstreamConn = ClientConn<UpstreamStream>;
 pub type UpstreamBody = rampart_h1::ResponseBody<UpstreamStream>;
+pub type UpstreamResponse = rampart_h1::ClientResponse<UpstreamStream>;
 
 /// A TCP or TLS stream to an upstream server.
 pub enum UpstreamStream {
@@ -225,7 +226,7 @@ impl Endpoint {
         head: &http::request::Parts,
         mut body: RequestBody,
         extra: &(dyn HeadFields + Sync),
-    ) -> Result<Response<UpstreamBody>, SendFailure> {
+    ) -> Result<UpstreamResponse, SendFailure> {
         let mut fresh = false;
         loop {
             let conn = if fresh {
@@ -290,8 +291,8 @@ impl Endpoint {
                 .ok()?
                 .into_parts();
             let response = self.send(&head, RequestBody::empty(), &()).await.ok()?;
-            let status = response.status().as_u16();
-            let mut body = response.into_body();
+            let status = response.head.status.as_u16();
+            let mut body = response.body;
             let drained = loop {
                 match body.frame().await {
                     Some(Ok(_)) => {}

@@ -758,3 +758,135 @@ async fn connections_beyond_the_cap_wait_for_a_free_slot() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// An upstream that answers every request head on every connection with `answer`.
+async fn raw_upstream(answer: &'static [u8]) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        if socket.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Sends one request head on a fresh connection and reads the response head (and, with a
+/// length, the body).
+async fn exchange_raw(addr: std::net::SocketAddr, request: &str) -> (String, Vec<u8>) {
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8(got[..head_end].to_vec()).unwrap();
+    (head, got[head_end..].to_vec())
+}
+
+#[tokio::test]
+async fn upstream_response_fields_pass_on_as_sent_but_for_those_the_gateway_owns() {
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nServer: upstream/1.0\r\nX-Powered-By: php\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+Connection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: secret\r\nX-Upstream-Case: Kept\r\n\
+Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nAccess-Control-Allow-Origin: *\r\nX-Frame-Options: ALLOWALL\r\n\
+X-Request-Id: forged\r\nContent-Length: 4\r\n\r\nbody",
+    )
+    .await;
+    let gw = start(&format!("http://{up}"), "").await;
+    let (head, body) = exchange_raw(gw.addr, "GET /x HTTP/1.1\r\nHost: gw\r\n\r\n").await;
+    let lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+    let count = |name: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{name}:")))
+            .count()
+    };
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Upstream-Case: Kept\r\n"),
+        "the sender's case is kept: {head}"
+    );
+    assert!(
+        head.contains("\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\n"),
+        "{head}"
+    );
+    assert_eq!(count("date"), 1, "{head}");
+    assert_eq!(count("set-cookie"), 2, "{head}");
+    assert_eq!(count("x-frame-options"), 1, "{head}");
+    assert!(
+        lines.contains(&"x-frame-options: deny".to_string()),
+        "{head}"
+    );
+    assert_eq!(count("x-request-id"), 1, "{head}");
+    assert!(!head.contains("forged"), "{head}");
+    assert_eq!(count("content-length"), 1, "{head}");
+    for gone in [
+        "server",
+        "x-powered-by",
+        "x-hop",
+        "keep-alive",
+        "access-control-allow-origin",
+    ] {
+        assert_eq!(count(gone), 0, "{gone} passed on: {head}");
+    }
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with("connection:") && l.contains("x-hop")),
+        "{head}"
+    );
+    assert_eq!(body, b"body");
+}
+
+#[tokio::test]
+async fn a_head_answer_keeps_the_upstream_length_and_sends_no_body() {
+    let up = raw_upstream(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nContent-Type: text/plain\r\n\r\nbody",
+    )
+    .await;
+    let gw = start(&format!("http://{up}"), "").await;
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    socket
+        .write_all(b"HEAD /x HTTP/1.1\r\nHost: gw\r\n\r\nGET /y HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut all))
+        .await
+        .expect("the second answer closes the connection")
+        .unwrap();
+    let text = String::from_utf8(all).unwrap();
+    let (first, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        first.to_ascii_lowercase().contains("\r\ncontent-length: 4"),
+        "{first}"
+    );
+    // What follows the HEAD answer's head is the next answer, not a body.
+    assert!(rest.starts_with("HTTP/1.1 200 OK\r\n"), "{rest:?}");
+    assert!(rest.ends_with("\r\n\r\nbody"), "{rest:?}");
+}

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Response, StatusCode};
+use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::io::poll_read_buf;
@@ -121,7 +121,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConn<IO> {
         head: &http::request::Parts,
         mut body: B,
         extra: &(dyn HeadFields + Sync),
-    ) -> Result<Response<ResponseBody<IO>>, SendError<B>>
+    ) -> Result<ClientResponse<IO>, SendError<B>>
     where
         B: Body<Data = Bytes> + Unpin,
         B::Error: Into<Box<dyn StdError + Send + Sync>>,
@@ -250,14 +250,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConn<IO> {
             Err((error, received)) => return Err(fail(error, kept, true, reused && !received)),
         };
         let keep_alive = response.keep_alive && !close && body_sent;
-        Ok(Response::from_parts(
-            response.parts,
-            ResponseBody {
-                decoder: Decoder::new(response.framing),
-                conn: Some(self),
-                keep_alive,
-            },
-        ))
+        let body = ResponseBody {
+            decoder: Decoder::new(response.framing),
+            conn: Some(self),
+            keep_alive,
+        };
+        Ok(ClientResponse {
+            head: response,
+            body,
+        })
     }
 
     /// Frames a piece of the request body into `out`.
@@ -302,11 +303,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConn<IO> {
         let mut received = !self.buf.is_empty();
         loop {
             match parse_response(&mut self.buf, self.limits, method) {
-                Ok(Some(head)) if head.parts.status == StatusCode::SWITCHING_PROTOCOLS => {
+                Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
                     return Err((ClientError::Upgrade, true));
                 }
                 // 100 Continue, 103 Early Hints: the final answer follows.
-                Ok(Some(head)) if head.parts.status.is_informational() => continue,
+                Ok(Some(head)) if head.status.is_informational() => continue,
                 Ok(Some(head)) => return Ok(head),
                 Ok(None) => {}
                 Err(e) => return Err((ClientError::Head(e), true)),
@@ -328,6 +329,12 @@ fn fail<B>(error: ClientError, body: Option<B>, written: bool, silent_reuse: boo
         written,
         silent_reuse,
     }
+}
+
+/// A response as the client receives it: the head with its fields as sent, and the body.
+pub struct ClientResponse<IO> {
+    pub head: ResponseHead,
+    pub body: ResponseBody<IO>,
 }
 
 /// A response's body as the client receives it. It reads the connection itself.

@@ -64,20 +64,61 @@ pub struct RequestHead {
     pub expect_continue: bool,
 }
 
-/// A parsed response head.
+/// A parsed response head. Its fields stay as they arrived: a proxy mostly passes them on,
+/// and building a header map would cost a hash and an insertion for each.
 #[derive(Debug)]
 pub struct ResponseHead {
-    pub parts: http::response::Parts,
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: RawFields,
     pub framing: Framing,
     /// The server will keep the connection open after this exchange.
     pub keep_alive: bool,
+}
+
+/// Header fields as they arrived: names in the sender's case, values as sent. The parser
+/// has checked that names are tokens and values hold no control characters, so they can
+/// be written out again as they are.
+#[derive(Debug, Clone, Default)]
+pub struct RawFields {
+    head: Bytes,
+    fields: Vec<FieldAt>,
+}
+
+impl RawFields {
+    /// Name and value of each field, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (range(&self.head, f.name), range(&self.head, f.value)))
+    }
+
+    /// The first value of the field `name` (compared without case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The fields in a header map; values share the head's memory.
+    pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
+        header_map(&self.head, &self.fields, &mut Semantics::default())
+    }
 }
 
 /// Header fields parsed on the stack; more are parsed on the heap when the limit allows.
 const STACK_HEADERS: usize = 64;
 
 /// Where a header's name and value lie in the head's bytes.
-#[derive(Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 struct FieldAt {
     name: (u32, u32),
     value: (u32, u32),
@@ -146,9 +187,9 @@ fn scan(buf: &[u8], limits: HeadLimits, kind: &Kind) -> Result<Option<Scanned>, 
             Kind::Response => {
                 let mut resp = httparse::Response::new(&mut []);
                 let mut config = httparse::ParserConfig::default();
-                // Servers in the wild send `HTTP/1.1 200  OK` and obsolete line folding.
+                // Servers in the wild send `HTTP/1.1 200  OK`. Obsolete line folding is
+                // refused: folded values would be passed on with their line breaks.
                 config.allow_multiple_spaces_in_response_status_delimiters(true);
-                config.allow_obsolete_multiline_headers_in_responses(true);
                 match config.parse_response_with_uninit_headers(&mut resp, buf, slots) {
                     Ok(httparse::Status::Complete(len)) => {
                         let (Some(code), Some(version)) = (resp.code, resp.version) else {
@@ -215,37 +256,67 @@ struct Semantics {
     expect_continue: bool,
 }
 
+/// The fields whose values decide framing and persistence.
+#[derive(Clone, Copy)]
+enum Known {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Host,
+    Expect,
+}
+
+impl Known {
+    /// Which one `name` is, compared without case (names in a map are lower case already).
+    fn of(name: &[u8]) -> Option<Known> {
+        let (known, spelled): (Known, &[u8]) = match name.len() {
+            14 => (Known::ContentLength, b"content-length"),
+            17 => (Known::TransferEncoding, b"transfer-encoding"),
+            10 => (Known::Connection, b"connection"),
+            4 => (Known::Host, b"host"),
+            6 => (Known::Expect, b"expect"),
+            _ => return None,
+        };
+        name.eq_ignore_ascii_case(spelled).then_some(known)
+    }
+}
+
 impl Semantics {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
-        if name == header::CONTENT_LENGTH {
-            match (parse_content_length(value), self.content_length) {
+    fn note(&mut self, name: &[u8], value: &[u8]) {
+        let Some(known) = Known::of(name) else {
+            return;
+        };
+        match known {
+            Known::ContentLength => match (parse_content_length(value), self.content_length) {
                 (Some(n), None) => self.content_length = Some(n),
                 (Some(n), Some(seen)) if n == seen => {}
                 _ => self.content_length_invalid = true,
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-            for coding in tokens(value) {
-                if self.chunked_last {
-                    // Anything after `chunked`, even another `chunked`.
-                    self.chunked_last = false;
-                    self.chunked_twice |= coding.eq_ignore_ascii_case(b"chunked");
-                    self.other_coding = true;
-                } else if coding.eq_ignore_ascii_case(b"chunked") {
-                    self.chunked_last = true;
-                } else {
-                    self.other_coding = true;
+            },
+            Known::TransferEncoding => {
+                self.transfer_encoding = true;
+                for coding in tokens(value) {
+                    if self.chunked_last {
+                        // Anything after `chunked`, even another `chunked`.
+                        self.chunked_last = false;
+                        self.chunked_twice |= coding.eq_ignore_ascii_case(b"chunked");
+                        self.other_coding = true;
+                    } else if coding.eq_ignore_ascii_case(b"chunked") {
+                        self.chunked_last = true;
+                    } else {
+                        self.other_coding = true;
+                    }
                 }
             }
-        } else if name == header::CONNECTION {
-            for token in tokens(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            Known::Connection => {
+                for token in tokens(value) {
+                    self.close |= token.eq_ignore_ascii_case(b"close");
+                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
             }
-        } else if name == header::HOST {
-            self.hosts += 1;
-        } else if name == header::EXPECT {
-            self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            Known::Host => self.hosts += 1,
+            Known::Expect => {
+                self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+            }
         }
     }
 }
@@ -289,7 +360,7 @@ fn header_map(
         let (start, end) = field.value;
         let value = HeaderValue::from_maybe_shared(head.slice(start as usize..end as usize))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        semantics.note(&name, value.as_bytes());
+        semantics.note(name.as_str().as_bytes(), value.as_bytes());
         headers.append(name, value);
     }
     Ok(headers)
@@ -392,7 +463,10 @@ pub fn parse_response(
         .map_err(|_| HeadError::Malformed("invalid status code"))?;
     let version = scanned.version();
     let mut semantics = Semantics::default();
-    let mut headers = header_map(&head, &scanned.fields, &mut semantics)?;
+    let mut fields = scanned.fields;
+    for field in &fields {
+        semantics.note(range(&head, field.name), range(&head, field.value));
+    }
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -407,7 +481,8 @@ pub fn parse_response(
         // Transfer-Encoding overrides Content-Length (RFC 9112 §6.3), and such a message
         // ends the connection: the two fields disagreeing is a smuggling signature.
         if semantics.content_length.is_some() || semantics.content_length_invalid {
-            headers.remove(header::CONTENT_LENGTH);
+            fields
+                .retain(|f| !matches!(Known::of(range(&head, f.name)), Some(Known::ContentLength)));
             keep_alive = false;
         }
         if semantics.chunked_last && !semantics.other_coding && version == Version::HTTP_11 {
@@ -427,12 +502,10 @@ pub fn parse_response(
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    let (mut parts, ()) = http::Response::new(()).into_parts();
-    parts.status = status;
-    parts.version = version;
-    parts.headers = headers;
     Ok(Some(ResponseHead {
-        parts,
+        status,
+        version,
+        fields: RawFields { head, fields },
         framing,
         keep_alive,
     }))
@@ -585,7 +658,7 @@ pub fn write_response_head(
     out.extend_from_slice(b"\r\n");
     write_fields(out, headers, field.is_some(), extra);
     write_framing_field(out, field);
-    if !headers.contains_key(header::DATE) {
+    if !headers.contains_key(header::DATE) && !extra.replaces(&header::DATE) {
         out.extend_from_slice(b"date: ");
         write_date(out);
         out.extend_from_slice(b"\r\n");
@@ -765,7 +838,10 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!((r.framing, r.keep_alive), (Framing::Chunked, false));
-        assert!(!r.parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(
+            r.fields.get("content-length").is_none(),
+            "the overridden length is dropped"
+        );
         let r = response("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n", &get)
             .unwrap()
             .unwrap();
@@ -784,7 +860,7 @@ mod tests {
         let r = response("HTTP/1.1 200  OK\r\nContent-Length: 1\r\n\r\n", &get)
             .unwrap()
             .unwrap();
-        assert_eq!(r.parts.status, StatusCode::OK);
+        assert_eq!(r.status, StatusCode::OK);
         assert!(response("HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", &get).is_err());
         assert!(response("HTTP/1.1 2000 OK\r\n\r\n", &get).is_err());
     }

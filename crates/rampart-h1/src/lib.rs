@@ -13,8 +13,8 @@ pub mod head;
 pub mod server;
 
 pub use body::BodyError;
-pub use client::{ClientConn, ClientError, ResponseBody, SendError};
-pub use head::{Framing, HeadError, HeadFields, HeadLimits};
+pub use client::{ClientConn, ClientError, ClientResponse, ResponseBody, SendError};
+pub use head::{Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead};
 pub use server::{RequestBody, ServerConfig, Service, serve};
 
 use bytes::BytesMut;

@@ -282,11 +282,13 @@ pub async fn serve<W, S, F>(
         first = false;
         let method = head.parts.method.clone();
         let version = head.parts.version;
+        let client_keeps = head.keep_alive;
         let (request, home, go_ahead) = conn.request(head);
         let Some(response) = conn.call(request, go_ahead).await else {
             return;
         };
-        let keep_alive = !conn.shutting_down && !crate::asks_to_close(response.headers());
+        let keep_alive =
+            client_keeps && !conn.shutting_down && !crate::asks_to_close(response.headers());
         let Ok(mut keep_alive) = conn.respond(response, &method, version, keep_alive).await else {
             return;
         };

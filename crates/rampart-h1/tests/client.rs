@@ -93,7 +93,7 @@ async fn answer_once(answer: &'static [u8], hold: Duration) -> std::net::SocketA
 async fn send(
     conn: Box<ClientConn<TcpStream>>,
     request: Request<Body>,
-) -> Result<http::Response<rampart_h1::ResponseBody<TcpStream>>, rampart_h1::SendError<Body>> {
+) -> Result<rampart_h1::ClientResponse<TcpStream>, rampart_h1::SendError<Body>> {
     let (head, body) = request.into_parts();
     conn.send(&head, body, &()).await
 }
@@ -124,9 +124,9 @@ async fn a_connection_carries_exchanges_of_every_framing_and_comes_back_for_reus
         .await
         .ok()
         .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["x-a"], "1");
-    let mut body = response.into_body();
+    assert_eq!(response.head.status, StatusCode::OK);
+    assert_eq!(response.head.fields.get("x-a"), Some(b"1".as_slice()));
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "hello");
     let conn = body
         .take_connection()
@@ -142,11 +142,11 @@ async fn a_connection_carries_exchanges_of_every_framing_and_comes_back_for_reus
     );
     let response = send(conn, post).await.ok().unwrap();
     assert_eq!(
-        response.status(),
+        response.head.status,
         StatusCode::CREATED,
         "the interim 100 is skipped"
     );
-    let mut body = response.into_body();
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "abcde");
     let conn = body.take_connection().unwrap();
     let head = String::from_utf8(seen.recv().await.unwrap()).unwrap();
@@ -156,7 +156,7 @@ async fn a_connection_carries_exchanges_of_every_framing_and_comes_back_for_reus
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "", "a HEAD answer has no body");
     let conn = body.take_connection().unwrap();
 
@@ -164,7 +164,7 @@ async fn a_connection_carries_exchanges_of_every_framing_and_comes_back_for_reus
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "until the close");
     assert!(
         body.take_connection().is_none(),
@@ -186,7 +186,7 @@ async fn bodies_of_unknown_length_go_out_in_chunks() {
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "");
     let head = String::from_utf8(seen.recv().await.unwrap()).unwrap();
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
@@ -207,7 +207,7 @@ async fn a_server_that_closes_an_idle_connection_is_noticed_before_reuse() {
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     text(&mut body).await;
     let mut conn = body.take_connection().unwrap();
     assert!(!conn.is_closed(), "open while the server keeps it");
@@ -227,7 +227,7 @@ async fn a_reused_connection_closed_without_an_answer_is_reported_as_silent() {
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     text(&mut body).await;
     let conn = body.take_connection().unwrap();
     let Err(failure) = send(conn, request(Method::GET, "/again", empty())).await else {
@@ -271,7 +271,7 @@ async fn malformed_or_truncated_answers_fail_and_spoil_the_connection() {
         .await
         .ok()
         .unwrap();
-    let mut body = response.into_body();
+    let mut body = response.body;
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"short");
     // The server stops answering; the script ends by closing once the client closes, so
@@ -342,8 +342,8 @@ async fn an_early_answer_during_an_upload_is_taken_and_the_upload_stopped() {
     .expect("the answer is taken while the body is still open")
     .ok()
     .unwrap();
-    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let mut body = response.into_body();
+    assert_eq!(response.head.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let mut body = response.body;
     assert_eq!(text(&mut body).await, "big");
     assert!(body.take_connection().is_none());
     drop(tx);

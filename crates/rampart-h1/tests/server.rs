@@ -531,3 +531,36 @@ async fn head_and_bodiless_statuses_send_no_body() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_client_decides_whether_the_connection_stays_open() {
+    let server = default_server().await;
+    // HTTP/1.1 asking to close: answered with `connection: close`, then closed.
+    let mut closing = TcpStream::connect(server.addr).await.unwrap();
+    closing
+        .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut closing, &mut Vec::new()).await;
+    assert!(head.contains("connection: close"), "{head}");
+    assert_eq!(body, "path /a");
+    assert!(closed(&mut closing).await);
+
+    // HTTP/1.0 asking to keep it: told so, and a second request is served.
+    let mut keeping = TcpStream::connect(server.addr).await.unwrap();
+    let mut pending = Vec::new();
+    keeping
+        .write_all(b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut keeping, &mut pending).await;
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    keeping.write_all(b"GET /c HTTP/1.0\r\n\r\n").await.unwrap();
+    let (head, body) = read_response(&mut keeping, &mut pending).await;
+    assert!(
+        head.contains("connection: close"),
+        "HTTP/1.0 closes by default: {head}"
+    );
+    assert_eq!(body, "path /c");
+    assert!(closed(&mut keeping).await);
+}
