@@ -12,8 +12,7 @@ use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339, zero_padded};
 use crate::body::BodyStats;
-use crate::cors::is_cors_response_field;
-use crate::headers::{SecurityHeaders, X_REQUEST_ID, is_hop_by_hop_name, write_ip};
+use crate::headers::{SecurityHeaders, X_REQUEST_ID, write_ip};
 use crate::runtime::Runtime;
 use crate::server::RequestGuard;
 
@@ -155,13 +154,20 @@ impl Exchange {
     /// field describes a body not sent), not a CORS field (the gateway owns those) and not
     /// one the gateway's own fields stand for.
     pub fn passes_upstream_field(&self, name: &[u8]) -> bool {
-        let framing = name.eq_ignore_ascii_case(b"transfer-encoding")
-            || (name.eq_ignore_ascii_case(b"content-length")
-                && !(self.method == Some(Method::HEAD) || self.status == 304));
-        !(framing
-            || is_hop_by_hop_name(name)
-            || is_cors_response_field(name)
-            || self.replaces(name))
+        if self.security_headers().blocks_upstream(name, self.tls) {
+            return false;
+        }
+        match name.len() {
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.method == Some(Method::HEAD) || self.status == 304
+            }
+            15 | 19 if self.quota.is_some() => {
+                !(name.eq_ignore_ascii_case(b"ratelimit-limit")
+                    || name.eq_ignore_ascii_case(b"ratelimit-reset")
+                    || name.eq_ignore_ascii_case(b"ratelimit-remaining"))
+            }
+            _ => true,
+        }
     }
 
     /// The response fields set in a header map.

@@ -37,12 +37,46 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 /// The names an upstream's `Connection` fields list as hop-by-hop (besides `close` and the
 /// names that are always hop-by-hop), in any case.
 pub fn connection_listed(fields: &rampart_h1::RawFields) -> SmallVec<[&[u8]; 2]> {
-    fields
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
-        .flat_map(|(_, value)| value.split(|&b| b == b',').map(<[u8]>::trim_ascii))
-        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case(b"close") && !is_hop_by_hop_name(t))
-        .collect()
+    let mut listed = SmallVec::new();
+    for (name, value) in fields.iter() {
+        if name.len() != 10 || !name.eq_ignore_ascii_case(b"connection") {
+            continue;
+        }
+        for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let known = token.eq_ignore_ascii_case(b"close")
+                || token.eq_ignore_ascii_case(b"keep-alive")
+                || is_hop_by_hop_name(token);
+            if !token.is_empty() && !known {
+                listed.push(token);
+            }
+        }
+    }
+    listed
+}
+
+/// Header names looked up without case; a name is compared only with those of its length.
+#[derive(Debug, Clone, Default)]
+pub struct NameSet {
+    by_length: Vec<Vec<Box<[u8]>>>,
+}
+
+impl NameSet {
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut set = NameSet::default();
+        for name in names {
+            if set.by_length.len() <= name.len() {
+                set.by_length.resize_with(name.len() + 1, Vec::new);
+            }
+            set.by_length[name.len()].push(name.to_ascii_lowercase().into());
+        }
+        set
+    }
+
+    pub fn contains(&self, name: &[u8]) -> bool {
+        self.by_length
+            .get(name.len())
+            .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+    }
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. Only the
@@ -206,6 +240,10 @@ impl rampart_h1::HeadFields for ForwardedFields<'_> {
 pub struct SecurityHeaders {
     always: Vec<(HeaderName, HeaderValue)>,
     always_lines: Vec<u8>,
+    /// Upstream response fields never passed on: hop-by-hop ones, the CORS fields the
+    /// gateway owns, what reveals the upstream's software, and the fields set here or by
+    /// the exchange (request id).
+    upstream_blocked: NameSet,
     hsts: Option<HeaderValue>,
     hsts_mode: HstsMode,
 }
@@ -260,9 +298,18 @@ impl SecurityHeaders {
                 value.as_bytes(),
             );
         }
+        let upstream_blocked = NameSet::new(
+            HOP_BY_HOP
+                .iter()
+                .chain(&crate::cors::CORS_RESPONSE_FIELDS)
+                .chain(&["server", "x-powered-by", "x-request-id"])
+                .map(|n| n.as_bytes())
+                .chain(always.iter().map(|(n, _)| n.as_str().as_bytes())),
+        );
         SecurityHeaders {
             always,
             always_lines,
+            upstream_blocked,
             hsts,
             hsts_mode: config.hsts,
         }
@@ -298,8 +345,14 @@ impl SecurityHeaders {
         }
     }
 
-    /// ...and the upstream's fields they stand for, or that are stripped (names in any
-    /// case).
+    /// Whether an upstream's response field is left out (names in any case).
+    pub fn blocks_upstream(&self, name: &[u8], tls: bool) -> bool {
+        self.upstream_blocked.contains(name)
+            || (name.eq_ignore_ascii_case(b"strict-transport-security") && self.hsts(tls).is_some())
+    }
+
+    /// ...and the fields of a response's map they stand for, or that are stripped (names in
+    /// any case).
     pub fn replaces(&self, name: &[u8], tls: bool) -> bool {
         name.eq_ignore_ascii_case(b"server")
             || name.eq_ignore_ascii_case(b"x-powered-by")
