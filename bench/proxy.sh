@@ -82,6 +82,10 @@ for addr in $UP $NGX $RMP; do
   curl -fs "http://$addr/" >/dev/null || { echo "nothing answers on $addr"; exit 1; }
 done
 
+# One unmeasured run each first: connection pools, allocator arenas and page tables are
+# filled before the rounds that count, for every target alike.
+for addr in $UP $NGX $RMP; do wrk -t1 -c50 -d2s "http://$addr/" >/dev/null; done
+
 # wrk prints latency with units; normalise to milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else if (v ~ /s$/) { sub(/s/,"",v); print v*1000 } else print v }'; }
 
