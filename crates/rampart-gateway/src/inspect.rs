@@ -2,6 +2,7 @@
 //! through the route's [`rampart_guard::Policy`]; findings become security events, and a
 //! score at the threshold blocks the request on `block` routes.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -9,6 +10,7 @@ use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use http_body_util::BodyExt;
 use rampart_guard::{BodyError, Mode, Oversize, Policy, Report};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::body::ClientBody;
 
@@ -37,10 +39,109 @@ pub struct Outcome {
     pub report: Report,
 }
 
+/// Values found clean recently on this thread. A path or header value is inspected once and
+/// then recognised: most requests to an AI service go to a few endpoints from a few
+/// clients' User-Agents. Only clean verdicts are kept (a finding is always inspected again),
+/// and a key holds the runtime's generation and the route, so a reload or another route
+/// never reuses a verdict. Direct-mapped: a collision replaces the older value.
+struct CleanValues {
+    slots: Vec<Option<CleanValue>>,
+}
+
+struct CleanValue {
+    hash: u64,
+    policy: PolicyKey,
+    location: u8,
+    name_len: usize,
+    bytes: Box<[u8]>,
+}
+
+/// Which policy a verdict was made under: the runtime generation and the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyKey {
+    pub generation: u64,
+    pub route: usize,
+}
+
+const CLEAN_SLOTS: usize = 64;
+/// Longer values are inspected every time: they are rarely repeated, and the memory stays
+/// small.
+const CLEAN_MAX_BYTES: usize = 256;
+
+thread_local! {
+    static CLEAN: RefCell<CleanValues> = const { RefCell::new(CleanValues { slots: Vec::new() }) };
+}
+
+impl CleanValues {
+    fn hash(policy: PolicyKey, location: u8, name: &str, value: &str) -> u64 {
+        let mut hasher = Xxh3::new();
+        hasher.update(&policy.generation.to_le_bytes());
+        hasher.update(&policy.route.to_le_bytes());
+        hasher.update(&[location]);
+        hasher.update(name.as_bytes());
+        hasher.update(&[0]);
+        hasher.update(value.as_bytes());
+        hasher.digest()
+    }
+
+    fn knows(&self, hash: u64, policy: PolicyKey, location: u8, name: &str, value: &str) -> bool {
+        let Some(Some(slot)) = self.slots.get(hash as usize % CLEAN_SLOTS) else {
+            return false;
+        };
+        slot.hash == hash
+            && slot.policy == policy
+            && slot.location == location
+            && slot.name_len == name.len()
+            && slot.bytes[..name.len()] == *name.as_bytes()
+            && slot.bytes[name.len()..] == *value.as_bytes()
+    }
+
+    fn remember(&mut self, hash: u64, policy: PolicyKey, location: u8, name: &str, value: &str) {
+        if self.slots.is_empty() {
+            self.slots.resize_with(CLEAN_SLOTS, || None);
+        }
+        let bytes = [name.as_bytes(), value.as_bytes()]
+            .concat()
+            .into_boxed_slice();
+        self.slots[hash as usize % CLEAN_SLOTS] = Some(CleanValue {
+            hash,
+            policy,
+            location,
+            name_len: name.len(),
+            bytes,
+        });
+    }
+}
+
+/// Inspects one value through `inspect` unless this thread found it clean before.
+fn inspect_remembered(
+    policy: PolicyKey,
+    location: u8,
+    name: &str,
+    value: &str,
+    report: &mut Report,
+    inspect: impl FnOnce(&mut Report),
+) {
+    if name.len() + value.len() > CLEAN_MAX_BYTES {
+        return inspect(report);
+    }
+    let hash = CleanValues::hash(policy, location, name, value);
+    if CLEAN.with_borrow(|clean| clean.knows(hash, policy, location, name, value)) {
+        return;
+    }
+    let before = report.findings().len();
+    inspect(report);
+    if report.findings().len() == before {
+        CLEAN.with_borrow_mut(|clean| clean.remember(hash, policy, location, name, value));
+    }
+}
+
 /// Inspects a request. `body_limit` is the route's own body limit, which inspection never
-/// buffers past.
+/// buffers past; `key` names the policy for the memory of clean values.
+#[allow(clippy::too_many_arguments)]
 pub async fn inspect(
     policy: &Policy,
+    key: PolicyKey,
     path: &str,
     query: Option<&str>,
     headers: &HeaderMap,
@@ -55,13 +156,22 @@ pub async fn inspect(
             report,
         });
     }
-    policy.inspect_path(path, &mut report);
+    inspect_remembered(key, 0, "", path, &mut report, |r| {
+        policy.inspect_path(path, r)
+    });
     if let Some(query) = query {
         policy.inspect_query(query, &mut report);
     }
     for (name, value) in headers {
-        if let Ok(value) = value.to_str() {
-            policy.inspect_header(name.as_str(), value, &mut report);
+        let Ok(value) = value.to_str() else { continue };
+        let name = name.as_str();
+        if name == "cookie" {
+            // Cookies are secrets as often as not: never kept.
+            policy.inspect_header(name, value, &mut report);
+        } else {
+            inspect_remembered(key, 1, name, value, &mut report, |r| {
+                policy.inspect_header(name, value, r)
+            });
         }
     }
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -137,4 +247,82 @@ pub fn rules_json(report: &Report, with_evidence: bool) -> serde_json::Value {
         })
         .collect();
     serde_json::Value::Array(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_guard::GuardConfig;
+
+    const KEY: PolicyKey = PolicyKey {
+        generation: 7,
+        route: 0,
+    };
+
+    /// Inspects `value` as a header through the memory; true when the policy was asked.
+    fn asked(
+        policy: &Policy,
+        key: PolicyKey,
+        name: &str,
+        value: &str,
+        report: &mut Report,
+    ) -> bool {
+        let mut asked = false;
+        inspect_remembered(key, 1, name, value, report, |r| {
+            asked = true;
+            policy.inspect_header(name, value, r);
+        });
+        asked
+    }
+
+    #[test]
+    fn a_clean_value_is_inspected_once_a_finding_every_time() {
+        let policy = Policy::new(&GuardConfig::default()).unwrap();
+        let mut report = Report::default();
+        let agent = "Mozilla/5.0 (X11; Linux x86_64) memo-test/1";
+        assert!(asked(&policy, KEY, "user-agent", agent, &mut report));
+        assert!(
+            !asked(&policy, KEY, "user-agent", agent, &mut report),
+            "remembered"
+        );
+        assert!(report.is_empty());
+
+        let attack = "sqlmap/1.0' UNION SELECT password FROM users--";
+        assert!(asked(&policy, KEY, "user-agent", attack, &mut report));
+        assert!(!report.is_empty(), "the attack is found");
+        let mut again = Report::default();
+        assert!(
+            asked(&policy, KEY, "user-agent", attack, &mut again),
+            "findings are never remembered"
+        );
+        assert!(!again.is_empty(), "and found again");
+    }
+
+    #[test]
+    fn a_verdict_is_not_reused_for_another_route_generation_name_or_a_long_value() {
+        let policy = Policy::new(&GuardConfig::default()).unwrap();
+        let mut report = Report::default();
+        let agent = "client/2.0 memo-scope";
+        assert!(asked(&policy, KEY, "user-agent", agent, &mut report));
+        let other_route = PolicyKey { route: 1, ..KEY };
+        let reloaded = PolicyKey {
+            generation: 8,
+            ..KEY
+        };
+        assert!(asked(
+            &policy,
+            other_route,
+            "user-agent",
+            agent,
+            &mut report
+        ));
+        assert!(asked(&policy, reloaded, "user-agent", agent, &mut report));
+        assert!(asked(&policy, KEY, "referer", agent, &mut report));
+        let long = "a".repeat(CLEAN_MAX_BYTES + 1);
+        assert!(asked(&policy, KEY, "user-agent", &long, &mut report));
+        assert!(
+            asked(&policy, KEY, "user-agent", &long, &mut report),
+            "long values are not kept"
+        );
+    }
 }

@@ -342,8 +342,13 @@ pub async fn handle(
     }
 
     // Inspection: the path, query, chosen headers and, for text types, the body.
+    let key = crate::inspect::PolicyKey {
+        generation: runtime.generation,
+        route: route_index,
+    };
     let inspected = crate::inspect::inspect(
         &route.inspection,
+        key,
         parts.uri.path(),
         parts.uri.query(),
         &parts.headers,

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -30,6 +30,8 @@ use rampart_resilience::{
 
 pub struct Runtime {
     pub config: Config,
+    /// Tells this runtime from every other one built in this process (reloads).
+    pub generation: u64,
     routes: Vec<Route>,
     pub pools: BTreeMap<String, Arc<Pool>>,
     trusted_proxies: Vec<IpNet>,
@@ -278,7 +280,9 @@ impl Runtime {
                 .then(b.prefix.len().cmp(&a.prefix.len()))
         });
         let (h1, h2) = crate::server::connection_settings(&config);
+        static GENERATIONS: AtomicU64 = AtomicU64::new(0);
         Ok(Runtime {
+            generation: GENERATIONS.fetch_add(1, Ordering::Relaxed),
             routes,
             pools,
             trusted_proxies: config.server.trusted_proxies.clone(),
