@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Proxy throughput and latency: the upstream directly, nginx as a keep-alive reverse proxy
 # (one worker process) and `rampart serve` (one worker thread, default security profile),
-# measured in interleaved rounds with `wrk -t1 -c50 -d10s`; then rampart's resident memory
-# with 1,000 idle keep-alive client connections.
+# measured in interleaved rounds (the proxies' order alternating) with `wrk -t1 -c50
+# -d10s`; then rampart's resident memory with 1,000 idle keep-alive client connections.
 #
 # Usage: bench/proxy.sh [ROUNDS]   (default 3; needs root for apt-get when nginx/wrk are missing)
 set -euo pipefail
@@ -90,8 +90,11 @@ for addr in $UP $NGX $RMP; do wrk -t1 -c50 -d2s "http://$addr/" >/dev/null; done
 to_ms() { awk -v v="$1" 'BEGIN{ if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else if (v ~ /s$/) { sub(/s/,"",v); print v*1000 } else print v }'; }
 
 declare -A RPS P50 P99
+# The two proxies swap places every round: a run measures a little faster right after
+# another (seen here), and the order must not favour either.
 for round in $(seq "$ROUNDS"); do
-  for target in upstream nginx rampart; do
+  if ((round % 2)); then order="upstream nginx rampart"; else order="upstream rampart nginx"; fi
+  for target in $order; do
     case $target in upstream) addr=$UP;; nginx) addr=$NGX;; rampart) addr=$RMP;; esac
     out=$(wrk -t1 -c50 -d"$DURATION" --latency "http://$addr/")
     if grep -q 'Non-2xx' <<<"$out"; then
