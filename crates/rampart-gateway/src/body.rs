@@ -315,11 +315,13 @@ impl rampart_h1::HeadFields for ResponseBody {
     }
 
     fn replaces(&self, name: &http::HeaderName) -> bool {
-        // The upstream's own date stands for the one a writer would add.
-        if name == http::header::DATE
-            && let Source::Upstream(_, fields) = &self.source
-        {
-            return fields.get("date").is_some();
+        // The upstream's own date, and a HEAD or 304 answer's length, stand for the ones a
+        // writer would add.
+        if name == http::header::DATE || name == http::header::CONTENT_LENGTH {
+            let name = name.as_str().as_bytes();
+            return self
+                .upstream_fields()
+                .any(|(field, _)| field.eq_ignore_ascii_case(name));
         }
         self.exchange
             .as_ref()

@@ -882,6 +882,12 @@ async fn a_head_answer_keeps_the_upstream_length_and_sends_no_body() {
         .unwrap();
     let text = String::from_utf8(all).unwrap();
     let (first, rest) = text.split_once("\r\n\r\n").unwrap();
+    let lengths = first
+        .to_ascii_lowercase()
+        .lines()
+        .filter(|l| l.starts_with("content-length:"))
+        .count();
+    assert_eq!(lengths, 1, "one length, the upstream's: {first}");
     assert!(
         first.to_ascii_lowercase().contains("\r\ncontent-length: 4"),
         "{first}"

@@ -497,9 +497,11 @@ where
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let (framing, field) = if bodiless {
-            // A HEAD response says the length a GET would have had, when it is known.
+            // A HEAD response says the length a GET would have had, when it is known and
+            // no field already says it.
             let field = (method == Method::HEAD
-                && !parts.headers.contains_key(header::CONTENT_LENGTH))
+                && !parts.headers.contains_key(header::CONTENT_LENGTH)
+                && !body.replaces(&header::CONTENT_LENGTH))
             .then(|| body.size_hint().exact())
             .flatten()
             .map(FramingField::Length);
