@@ -9,6 +9,8 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
 
+use crate::eq_lowercase;
+
 /// Bounds on a message head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadLimits {
@@ -277,7 +279,7 @@ impl Known {
             6 => (Known::Expect, b"expect"),
             _ => return None,
         };
-        name.eq_ignore_ascii_case(spelled).then_some(known)
+        eq_lowercase(name, spelled).then_some(known)
     }
 }
 
@@ -298,9 +300,9 @@ impl Semantics {
                     if self.chunked_last {
                         // Anything after `chunked`, even another `chunked`.
                         self.chunked_last = false;
-                        self.chunked_twice |= coding.eq_ignore_ascii_case(b"chunked");
+                        self.chunked_twice |= eq_lowercase(coding, b"chunked");
                         self.other_coding = true;
-                    } else if coding.eq_ignore_ascii_case(b"chunked") {
+                    } else if eq_lowercase(coding, b"chunked") {
                         self.chunked_last = true;
                     } else {
                         self.other_coding = true;
@@ -309,13 +311,13 @@ impl Semantics {
             }
             Known::Connection => {
                 for token in tokens(value) {
-                    self.close |= token.eq_ignore_ascii_case(b"close");
-                    self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                    self.close |= eq_lowercase(token, b"close");
+                    self.keep_alive |= eq_lowercase(token, b"keep-alive");
                 }
             }
             Known::Host => self.hosts += 1,
             Known::Expect => {
-                self.expect_continue |= value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+                self.expect_continue |= eq_lowercase(value.trim_ascii(), b"100-continue");
             }
         }
     }

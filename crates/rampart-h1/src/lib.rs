@@ -11,11 +11,13 @@ mod body;
 pub mod client;
 pub mod head;
 pub mod server;
+mod token;
 
 pub use body::BodyError;
 pub use client::{ClientConn, ClientError, ClientResponse, ResponseBody, SendError};
 pub use head::{Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead};
 pub use server::{RequestBody, ServerConfig, Service, serve};
+pub use token::eq_lowercase;
 
 use bytes::BytesMut;
 use http::HeaderMap;
@@ -32,6 +34,6 @@ pub(crate) fn asks_to_close(headers: &HeaderMap) -> bool {
     headers.get_all(http::header::CONNECTION).iter().any(|v| {
         v.as_bytes()
             .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            .any(|t| eq_lowercase(t.trim_ascii(), b"close"))
     })
 }

@@ -222,11 +222,12 @@ struct Connection<'a, W, S, F> {
     service: &'a S,
     shutdown: Pin<&'a mut F>,
     shutting_down: bool,
-    opened: Instant,
     /// Armed at or before `deadline`; when it fires early it is re-armed, so that moving
     /// the deadline with every request costs no timer operation.
     timer: Pin<Box<Sleep>>,
-    deadline: Instant,
+    /// When the wait for a head ends; None until the wait begins, so that a head already
+    /// readable (the common case under load) costs no clock reading.
+    deadline: Option<Instant>,
 }
 
 /// Serves HTTP/1.1 on a connection until it closes, times out, fails, or `shutdown`
@@ -256,11 +257,10 @@ pub async fn serve<W, S, F>(
         service,
         shutdown,
         shutting_down: false,
-        opened,
         timer: Box::pin(tokio::time::sleep_until(
             opened + config.header_read_timeout,
         )),
-        deadline: opened + config.header_read_timeout,
+        deadline: Some(opened + config.header_read_timeout),
     };
     let mut first = true;
     loop {
@@ -335,13 +335,9 @@ where
             return Err(Ended::Quietly);
         };
         let mut started = !reader.buf.is_empty();
-        self.deadline = if first {
-            self.opened + self.config.header_read_timeout
-        } else if started {
-            Instant::now() + self.config.header_read_timeout
-        } else {
-            Instant::now() + self.config.idle_timeout
-        };
+        if !first {
+            self.deadline = None;
+        }
         loop {
             if !reader.buf.is_empty()
                 && let Some(head) =
@@ -352,15 +348,22 @@ where
             if self.shutting_down && reader.buf.is_empty() {
                 return Err(Ended::Quietly);
             }
-            if self.timer.deadline() > self.deadline {
-                self.timer.as_mut().reset(self.deadline);
-            }
             reader.make_room(HEAD_READ);
+            let wait = if started {
+                self.config.header_read_timeout
+            } else {
+                self.config.idle_timeout
+            };
             let event = poll_fn(|cx| {
                 if let Poll::Ready(read) =
                     poll_read_buf(Pin::new(&mut reader.io), cx, &mut reader.buf)
                 {
                     return Poll::Ready(HeadEvent::Read(read));
+                }
+                // Nothing to read: the wait begins, and with it the deadline.
+                let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + wait);
+                if self.timer.deadline() > deadline {
+                    self.timer.as_mut().reset(deadline);
                 }
                 if !self.shutting_down && self.shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(HeadEvent::Shutdown);
@@ -376,18 +379,18 @@ where
                 HeadEvent::Read(Ok(_)) => {
                     if !started {
                         started = true;
+                        // The head's own deadline starts with its first bytes.
                         if !first {
-                            self.deadline = Instant::now() + self.config.header_read_timeout;
+                            self.deadline = None;
                         }
                     }
                 }
                 HeadEvent::Shutdown => self.shutting_down = true,
-                HeadEvent::Timer => {
-                    if Instant::now() >= self.deadline {
-                        return Err(Ended::Quietly);
-                    }
-                    self.timer.as_mut().reset(self.deadline);
-                }
+                HeadEvent::Timer => match self.deadline {
+                    Some(deadline) if Instant::now() >= deadline => return Err(Ended::Quietly),
+                    Some(deadline) => self.timer.as_mut().reset(deadline),
+                    None => {}
+                },
             }
         }
     }
