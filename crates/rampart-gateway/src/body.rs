@@ -7,15 +7,17 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use rampart_h1::{RawFields, eq_lowercase};
+use smallvec::SmallVec;
 
 use crate::exchange::Exchange;
 use crate::headers::connection_listed;
 use crate::upstream::UpstreamBody;
-use rampart_h1::RawFields;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -185,8 +187,50 @@ enum Source {
     /// The upstream's body, which reads its connection and gives it back at the end, and
     /// the upstream's response fields, passed on as they came but for those the gateway
     /// removes or sets itself.
-    Upstream(UpstreamBody, RawFields),
+    Upstream(UpstreamBody, UpstreamFields),
     Full(Option<Bytes>),
+}
+
+/// An upstream response's fields, with the choice of those passed on made once: the head
+/// writer asks for them, and for whether a date or length is among them, on every response.
+struct UpstreamFields {
+    raw: RawFields,
+    /// Bit `i` set: field `i` is passed on.
+    passed: SmallVec<[u64; 2]>,
+    date: bool,
+    length: bool,
+}
+
+impl UpstreamFields {
+    fn new(raw: RawFields, exchange: &Exchange) -> Self {
+        let listed = connection_listed(&raw);
+        let mut passed = SmallVec::from_elem(0u64, raw.len().div_ceil(64));
+        let (mut date, mut length) = (false, false);
+        for (i, (name, _)) in raw.iter().enumerate() {
+            if exchange.passes_upstream_field(name)
+                && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
+            {
+                passed[i / 64] |= 1 << (i % 64);
+                date |= eq_lowercase(name, b"date");
+                length |= eq_lowercase(name, b"content-length");
+            }
+        }
+        drop(listed);
+        UpstreamFields {
+            raw,
+            passed,
+            date,
+            length,
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.raw
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.passed[i / 64] & (1 << (i % 64)) != 0)
+            .map(|(_, field)| field)
+    }
 }
 
 /// The body of every response the gateway sends.
@@ -198,7 +242,7 @@ pub struct ResponseBody {
 impl ResponseBody {
     pub fn upstream(body: UpstreamBody, fields: RawFields, exchange: Box<Exchange>) -> Self {
         ResponseBody {
-            source: Source::Upstream(body, fields),
+            source: Source::Upstream(body, UpstreamFields::new(fields, &exchange)),
             exchange: Some(exchange),
         }
     }
@@ -217,10 +261,12 @@ impl ResponseBody {
             _ => None,
         };
         if let Some(exchange) = self.exchange.take() {
+            // One clock reading: the connection's idle start and the request's end.
+            let now = Instant::now();
             if let Some(conn) = conn {
-                exchange.checkin(conn);
+                exchange.checkin(conn, now);
             }
-            exchange.finish(completed);
+            exchange.finish(completed, now);
         }
     }
 }
@@ -270,18 +316,12 @@ impl Body for ResponseBody {
 impl ResponseBody {
     /// The upstream's fields that are passed on, if the response is the upstream's.
     fn upstream_fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let (fields, exchange) = match (&self.source, &self.exchange) {
-            (Source::Upstream(_, fields), Some(exchange)) => (Some(fields), Some(exchange)),
-            _ => (None, None),
-        };
-        let listed = fields.map(connection_listed).unwrap_or_default();
-        fields
-            .into_iter()
-            .flat_map(RawFields::iter)
-            .filter(move |(name, _)| {
-                exchange.is_some_and(|e| e.passes_upstream_field(name))
-                    && !listed.iter().any(|l| l.eq_ignore_ascii_case(name))
-            })
+        match &self.source {
+            Source::Upstream(_, fields) => Some(fields.iter()),
+            Source::Full(_) => None,
+        }
+        .into_iter()
+        .flatten()
     }
 
     /// Sets the response's fields in a header map: the upstream's that are passed on and
@@ -317,11 +357,13 @@ impl rampart_h1::HeadFields for ResponseBody {
     fn replaces(&self, name: &http::HeaderName) -> bool {
         // The upstream's own date, and a HEAD or 304 answer's length, stand for the ones a
         // writer would add.
-        if name == http::header::DATE || name == http::header::CONTENT_LENGTH {
-            let name = name.as_str().as_bytes();
-            return self
-                .upstream_fields()
-                .any(|(field, _)| field.eq_ignore_ascii_case(name));
+        if let Source::Upstream(_, fields) = &self.source {
+            if name == http::header::DATE {
+                return fields.date;
+            }
+            if name == http::header::CONTENT_LENGTH {
+                return fields.length;
+            }
         }
         self.exchange
             .as_ref()

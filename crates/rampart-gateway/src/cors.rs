@@ -99,6 +99,9 @@ impl Cors {
 
     /// Decides a preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`).
     pub fn preflight(&self, req: &request::Parts) -> PreflightDecision {
+        if req.method != Method::OPTIONS {
+            return PreflightDecision::NotPreflight;
+        }
         let h = &req.headers;
         let (Some(origin), Some(requested_method)) = (
             h.get(header::ORIGIN),
@@ -106,9 +109,6 @@ impl Cors {
         ) else {
             return PreflightDecision::NotPreflight;
         };
-        if req.method != Method::OPTIONS {
-            return PreflightDecision::NotPreflight;
-        }
         if !self.origin_allowed(origin) {
             return PreflightDecision::Refused("CORS preflight refused: origin not allowed");
         }

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
+use rampart_h1::eq_lowercase;
 use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339, zero_padded};
@@ -135,7 +136,7 @@ impl Exchange {
     /// Whether a response's own field gives way to [`write_fields`](Self::write_fields)
     /// (names in any case).
     pub fn replaces(&self, name: &[u8]) -> bool {
-        if name.eq_ignore_ascii_case(b"x-request-id") {
+        if eq_lowercase(name, b"x-request-id") {
             return true;
         }
         let ratelimit = [
@@ -143,7 +144,7 @@ impl Exchange {
             b"ratelimit-remaining",
             b"ratelimit-reset",
         ];
-        if ratelimit.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        if ratelimit.iter().any(|r| eq_lowercase(name, r)) {
             return self.quota.is_some();
         }
         self.security_headers().replaces(name, self.tls)
@@ -158,13 +159,13 @@ impl Exchange {
             return false;
         }
         match name.len() {
-            14 if name.eq_ignore_ascii_case(b"content-length") => {
+            14 if eq_lowercase(name, b"content-length") => {
                 self.method == Some(Method::HEAD) || self.status == 304
             }
             15 | 19 if self.quota.is_some() => {
-                !(name.eq_ignore_ascii_case(b"ratelimit-limit")
-                    || name.eq_ignore_ascii_case(b"ratelimit-reset")
-                    || name.eq_ignore_ascii_case(b"ratelimit-remaining"))
+                !(eq_lowercase(name, b"ratelimit-limit")
+                    || eq_lowercase(name, b"ratelimit-reset")
+                    || eq_lowercase(name, b"ratelimit-remaining"))
             }
             _ => true,
         }
@@ -181,19 +182,21 @@ impl Exchange {
         }
     }
 
-    /// Returns the upstream connection of a completed exchange to its server's pool.
-    pub fn checkin(&self, conn: Box<crate::upstream::UpstreamConn>) {
+    /// Returns the upstream connection of a completed exchange to its server's pool, idle
+    /// from `now`.
+    pub fn checkin(&self, conn: Box<crate::upstream::UpstreamConn>, now: Instant) {
         if let (Some(route), Some(server)) = (self.route, self.upstream)
             && let Some(server) = self.runtime.route_at(route).pool.servers.get(server)
         {
-            server.endpoint.checkin(conn);
+            server.endpoint.checkin(conn, now);
         }
     }
 
     /// Records metrics and writes the access log line. `completed` is false when the
-    /// response body did not reach its end (client gone, upstream reset).
-    pub fn finish(self: Box<Self>, completed: bool) {
-        let duration = self.start.elapsed();
+    /// response body did not reach its end (client gone, upstream reset); `now` is when it
+    /// ended.
+    pub fn finish(self: Box<Self>, completed: bool, now: Instant) {
+        let duration = now.saturating_duration_since(self.start);
         let route = self.route.map(|i| self.runtime.route_at(i));
         if let Some(route) = route {
             route.metrics.count(self.status);

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use rampart_h1::eq_lowercase;
 use smallvec::SmallVec;
 
 use crate::config::{HstsMode, SecurityHeadersConfig};
@@ -29,9 +30,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// The same for a name as sent, in any case.
 pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+    HOP_BY_HOP.iter().any(|h| eq_lowercase(name, h.as_bytes()))
 }
 
 /// The names an upstream's `Connection` fields list as hop-by-hop (besides `close` and the
@@ -39,12 +38,12 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 pub fn connection_listed(fields: &rampart_h1::RawFields) -> SmallVec<[&[u8]; 2]> {
     let mut listed = SmallVec::new();
     for (name, value) in fields.iter() {
-        if name.len() != 10 || !name.eq_ignore_ascii_case(b"connection") {
+        if name.len() != 10 || !eq_lowercase(name, b"connection") {
             continue;
         }
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-            let known = token.eq_ignore_ascii_case(b"close")
-                || token.eq_ignore_ascii_case(b"keep-alive")
+            let known = eq_lowercase(token, b"close")
+                || eq_lowercase(token, b"keep-alive")
                 || is_hop_by_hop_name(token);
             if !token.is_empty() && !known {
                 listed.push(token);
@@ -75,7 +74,7 @@ impl NameSet {
     pub fn contains(&self, name: &[u8]) -> bool {
         self.by_length
             .get(name.len())
-            .is_some_and(|names| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
+            .is_some_and(|names| names.iter().any(|n| eq_lowercase(name, n)))
     }
 }
 
@@ -98,7 +97,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
             .map(<[u8]>::trim_ascii);
         for token in tokens {
             // `close` is no header; hop-by-hop names are in `present` if they are here.
-            if token.is_empty() || token.eq_ignore_ascii_case(b"close") {
+            if token.is_empty() || eq_lowercase(token, b"close") {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token)
@@ -113,6 +112,20 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Fields a map holds at most to be searched in order rather than by hash: a request
+/// carries a handful, and comparing that many names costs less than hashing one.
+const SCANNED_FIELDS: usize = 12;
+
+/// The first value of the field `name`, as [`HeaderMap::get`] gives it.
+pub fn field<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.len() <= SCANNED_FIELDS {
+        headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    } else {
+        headers.get(name)
+    }
+}
+
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -348,19 +361,19 @@ impl SecurityHeaders {
     /// Whether an upstream's response field is left out (names in any case).
     pub fn blocks_upstream(&self, name: &[u8], tls: bool) -> bool {
         self.upstream_blocked.contains(name)
-            || (name.eq_ignore_ascii_case(b"strict-transport-security") && self.hsts(tls).is_some())
+            || (eq_lowercase(name, b"strict-transport-security") && self.hsts(tls).is_some())
     }
 
     /// ...and the fields of a response's map they stand for, or that are stripped (names in
     /// any case).
     pub fn replaces(&self, name: &[u8], tls: bool) -> bool {
-        name.eq_ignore_ascii_case(b"server")
-            || name.eq_ignore_ascii_case(b"x-powered-by")
+        eq_lowercase(name, b"server")
+            || eq_lowercase(name, b"x-powered-by")
             || self
                 .always
                 .iter()
-                .any(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name))
-            || (name.eq_ignore_ascii_case(b"strict-transport-security") && self.hsts(tls).is_some())
+                .any(|(n, _)| eq_lowercase(name, n.as_str().as_bytes()))
+            || (eq_lowercase(name, b"strict-transport-security") && self.hsts(tls).is_some())
     }
 }
 

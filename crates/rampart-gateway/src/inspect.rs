@@ -174,7 +174,7 @@ pub async fn inspect(
             });
         }
     }
-    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let content_type = crate::headers::field(headers, &CONTENT_TYPE).and_then(|v| v.to_str().ok());
     if !policy.inspects_body(content_type) || http_body::Body::is_end_stream(&body) {
         return Ok(Outcome {
             body: InspectedBody::Untouched(body),

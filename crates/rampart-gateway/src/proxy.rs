@@ -17,7 +17,8 @@ use crate::access_log::rfc3339;
 use crate::body::{BodyStats, ClientBody, RequestBody, ResponseBody};
 use crate::exchange::{Decision, Exchange};
 use crate::headers::{
-    ForwardedFields, X_REQUEST_ID, acceptable_request_id, new_request_id, remove_hop_by_hop,
+    ForwardedFields, X_API_KEY, X_REQUEST_ID, acceptable_request_id, field, new_request_id,
+    remove_hop_by_hop,
 };
 use crate::metrics::Rejection;
 use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
@@ -47,7 +48,7 @@ fn request_host<'a>(
         let value = HeaderValue::from_str(authority.as_str()).ok();
         return Some((lower(authority.host()), value));
     }
-    let value = headers.get(header::HOST)?;
+    let value = field(headers, &header::HOST)?;
     let text = value.to_str().ok()?;
     let host = if let Some(rest) = text.strip_prefix('[') {
         // [v6]:port
@@ -74,7 +75,7 @@ enum BodyLength {
 }
 
 fn content_length(headers: &HeaderMap) -> BodyLength {
-    match headers.get(header::CONTENT_LENGTH) {
+    match field(headers, &header::CONTENT_LENGTH) {
         None => BodyLength::Unknown,
         Some(v) => v
             .to_str()
@@ -169,9 +170,7 @@ pub async fn handle(
     let guard = conn.state.as_ref().map(RequestGuard::new);
     let runtime = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
-    let request_id = parts
-        .headers
-        .get(X_REQUEST_ID)
+    let request_id = field(&parts.headers, &X_REQUEST_ID)
         .filter(|v| acceptable_request_id(v))
         .cloned()
         .unwrap_or_else(new_request_id);
@@ -457,10 +456,12 @@ pub async fn handle(
         };
         Some(Uri::from(path_and_query))
     };
-    let origin = parts.headers.get(header::ORIGIN).cloned();
+    let origin = field(&parts.headers, &header::ORIGIN).cloned();
     remove_hop_by_hop(&mut parts.headers);
     // The gateway answers `Expect: 100-continue` itself, when it first reads the body.
-    parts.headers.remove(header::EXPECT);
+    if field(&parts.headers, &header::EXPECT).is_some() {
+        parts.headers.remove(header::EXPECT);
+    }
     if let Some(uri) = uri {
         parts.uri = uri;
     }
@@ -624,13 +625,13 @@ fn ceil_secs(d: Duration) -> u64 {
 
 /// The API key a request carries: `Authorization: Bearer …` or `X-API-Key`.
 fn api_key(headers: &HeaderMap) -> Option<&[u8]> {
-    if let Some(v) = headers.get(header::AUTHORIZATION) {
+    if let Some(v) = field(headers, &header::AUTHORIZATION) {
         let b = v.as_bytes();
-        if b.len() > 7 && b[..7].eq_ignore_ascii_case(b"bearer ") {
+        if b.len() > 7 && rampart_h1::eq_lowercase(&b[..7], b"bearer ") {
             return Some(&b[7..]);
         }
     }
-    headers.get("x-api-key").map(HeaderValue::as_bytes)
+    field(headers, &X_API_KEY).map(HeaderValue::as_bytes)
 }
 
 /// Feeds the ban engine; a ban it earns is enforced here at once and, with Redis,
@@ -775,9 +776,10 @@ async fn forward<'a>(
 ) -> Result<UpstreamResponse, Failure> {
     let pool = &*route.pool;
     let retry = &route.retry;
-    route.budget.deposit();
-    // One clock reading per attempt start and end: they give the deadlines and durations.
+    // One clock reading per attempt start and end: they give the deadlines, durations and
+    // the retry budget's second.
     let started = tokio::time::Instant::now();
+    route.budget.deposit(started);
     let deadline = started + route.limits.upstream_timeout;
     let pool_permit = pool
         .breaker
@@ -904,10 +906,11 @@ async fn forward<'a>(
 
 /// Whether one more attempt is allowed: attempts left, time left, and the budget.
 fn may_retry(route: &Route, attempt: u32, deadline: tokio::time::Instant) -> bool {
-    if attempt >= route.retry.max_attempts || tokio::time::Instant::now() >= deadline {
+    let now = tokio::time::Instant::now();
+    if attempt >= route.retry.max_attempts || now >= deadline {
         return false;
     }
-    if route.budget.try_withdraw() {
+    if route.budget.try_withdraw(now) {
         true
     } else {
         route.metrics.budget_exhausted.inc();

@@ -200,12 +200,12 @@ impl Endpoint {
         }
     }
 
-    /// Returns a connection whose exchange has completed.
-    pub fn checkin(&self, conn: Box<UpstreamConn>) {
+    /// Returns a connection whose exchange has completed, idle from `now`.
+    pub fn checkin(&self, conn: Box<UpstreamConn>, now: Instant) {
         if let Ok(mut idle) = self.idle.lock()
             && idle.len() < MAX_IDLE
         {
-            idle.push((Instant::now(), conn));
+            idle.push((now, conn));
         }
     }
 
@@ -301,7 +301,7 @@ impl Endpoint {
                 }
             };
             if drained && let Some(conn) = body.take_connection() {
-                self.checkin(conn);
+                self.checkin(conn, Instant::now());
             }
             Some(status == expected_status)
         };

@@ -22,7 +22,7 @@ fn memory(c: &mut Criterion) {
     let quota = Quota::new(1, Duration::from_secs(3600), 1_000_000);
     let store = MemoryStore::new(2_000_000);
     for k in &keys {
-        store.decide(*k, &quota);
+        store.decide(*k, &quota, tokio::time::Instant::now());
     }
     assert!(store.len() >= 999_900, "active keys {}", store.len());
     let mut i = 0u32;
@@ -30,7 +30,11 @@ fn memory(c: &mut Criterion) {
         b.iter(|| {
             // A large odd step through the key space: consecutive keys are far apart.
             i = (i + 611_953) % 1_000_000;
-            black_box(store.decide(Key::text(9, &i.to_le_bytes()), &quota))
+            black_box(store.decide(
+                Key::text(9, &i.to_le_bytes()),
+                &quota,
+                tokio::time::Instant::now(),
+            ))
         })
     });
     c.bench_function("key digest alone", |b| {
@@ -40,7 +44,7 @@ fn memory(c: &mut Criterion) {
         })
     });
     c.bench_function("memory decide, one hot key", |b| {
-        b.iter(|| black_box(store.decide(keys[0], &quota)))
+        b.iter(|| black_box(store.decide(keys[0], &quota, tokio::time::Instant::now())))
     });
     drop(store);
 

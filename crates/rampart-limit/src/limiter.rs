@@ -243,14 +243,16 @@ impl RateLimiter {
     fn check_local(&self, applicable: &[(usize, Key)], fallback: bool) -> Verdict {
         let quota = |l: &Compiled| if fallback { l.fallback_quota } else { l.quota };
         let mut decisions: SmallVec<[(usize, Decision); 4]> = SmallVec::new();
+        // One clock reading decides the request against every limit.
+        let now = tokio::time::Instant::now();
         for (n, (i, key)) in applicable.iter().enumerate() {
             let limit = &self.limits[*i];
             let q = quota(limit);
-            let d = limit.store.decide(*key, &q);
+            let d = limit.store.decide(*key, &q, now);
             if !d.allowed {
                 for (j, k) in &applicable[..n] {
                     let earlier = &self.limits[*j];
-                    earlier.store.undo(*k, &quota(earlier));
+                    earlier.store.undo(*k, &quota(earlier), now);
                 }
                 return Verdict::Limited {
                     limit: limit.name.clone(),

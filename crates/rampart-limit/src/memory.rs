@@ -83,12 +83,9 @@ impl MemoryStore {
         }
     }
 
-    fn now(&self) -> u64 {
+    fn since_epoch(&self, now: Instant) -> u64 {
         // Never 0, so that a never-used slot (TAT 0) always counts as past.
-        Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_nanos() as u64
-            + 1
+        now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
 
     fn locate(key: Key) -> (usize, u64, usize) {
@@ -102,9 +99,9 @@ impl MemoryStore {
         self.shards[index].lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides one request for `key` and records it when allowed.
-    pub fn decide(&self, key: Key, quota: &Quota) -> Decision {
-        let now = self.now();
+    /// Decides one request for `key`, arriving at `now`, and records it when allowed.
+    pub fn decide(&self, key: Key, quota: &Quota, now: Instant) -> Decision {
+        let now = self.since_epoch(now);
         let (shard, fingerprint, home) = Self::locate(key);
         let mut table = self.shard(shard);
         let (slot, displaces) = table.slot(fingerprint, home, now);
@@ -120,8 +117,8 @@ impl MemoryStore {
     }
 
     /// Gives back a request that was allowed but then refused by another limit.
-    pub fn undo(&self, key: Key, quota: &Quota) {
-        let now = self.now();
+    pub fn undo(&self, key: Key, quota: &Quota, now: Instant) {
+        let now = self.since_epoch(now);
         let (shard, fingerprint, home) = Self::locate(key);
         let mut table = self.shard(shard);
         let (slot, _) = table.slot(fingerprint, home, now);
@@ -132,7 +129,7 @@ impl MemoryStore {
 
     /// Active keys (those whose TAT has not passed).
     pub fn len(&self) -> usize {
-        let now = self.now();
+        let now = self.since_epoch(Instant::now());
         self.shards
             .iter()
             .map(|s| {
@@ -177,25 +174,25 @@ mod tests {
         let q = Quota::new(2, Duration::from_secs(1), 2);
         let active = Key::text(1, b"active");
         for i in 0..1_000u32 {
-            store.decide(Key::text(2, &i.to_le_bytes()), &q);
+            store.decide(Key::text(2, &i.to_le_bytes()), &q, Instant::now());
         }
-        assert!(store.decide(active, &q).allowed);
-        assert!(store.decide(active, &q).allowed);
-        assert!(!store.decide(active, &q).allowed);
+        assert!(store.decide(active, &q, Instant::now()).allowed);
+        assert!(store.decide(active, &q, Instant::now()).allowed);
+        assert!(!store.decide(active, &q, Instant::now()).allowed);
         tokio::time::advance(Duration::from_millis(600)).await;
         // The 1,000 idle keys (TAT 0.5 s) are past; the active key (1 s) is not.
         assert_eq!(store.len(), 1);
         // 1,000 new keys reuse the idle ones' slots.
         for i in 1_000..2_000u32 {
-            store.decide(Key::text(2, &i.to_le_bytes()), &q);
+            store.decide(Key::text(2, &i.to_le_bytes()), &q, Instant::now());
         }
         assert_eq!(store.evicted_active(), 0);
         assert!(
-            store.decide(active, &q).allowed,
+            store.decide(active, &q, Instant::now()).allowed,
             "refilled by one after 0.6 s"
         );
         assert!(
-            !store.decide(active, &q).allowed,
+            !store.decide(active, &q, Instant::now()).allowed,
             "and only by one: its state was kept"
         );
     }
@@ -205,7 +202,7 @@ mod tests {
         let store = MemoryStore::new(64 * 100);
         let q = Quota::new(1, Duration::from_secs(3600), 1);
         for i in 0..100_000u32 {
-            store.decide(Key::text(3, &i.to_le_bytes()), &q);
+            store.decide(Key::text(3, &i.to_le_bytes()), &q, Instant::now());
         }
         assert!(store.len() <= store.capacity(), "{}", store.len());
         assert!(
@@ -221,9 +218,9 @@ mod tests {
         let store = MemoryStore::new(100);
         let q = Quota::new(1, Duration::from_secs(60), 1);
         let k = Key::text(1, b"k");
-        assert!(store.decide(k, &q).allowed);
-        store.undo(k, &q);
-        assert!(store.decide(k, &q).allowed);
-        assert!(!store.decide(k, &q).allowed);
+        assert!(store.decide(k, &q, Instant::now()).allowed);
+        store.undo(k, &q, Instant::now());
+        assert!(store.decide(k, &q, Instant::now()).allowed);
+        assert!(!store.decide(k, &q, Instant::now()).allowed);
     }
 }

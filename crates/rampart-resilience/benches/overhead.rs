@@ -35,7 +35,7 @@ fn happy_path(c: &mut Criterion) {
 
     c.bench_function("breaker+retry+balancer happy path", |b| {
         b.iter(|| {
-            budget.deposit();
+            budget.deposit(tokio::time::Instant::now());
             let pool_permit = pool_breaker.try_acquire().expect("closed");
             let available: heapless_candidates::Candidates = candidates
                 .iter()

@@ -405,12 +405,12 @@ impl CircuitBreaker {
         if !self.config.enabled {
             return Ok(false);
         }
-        let now = Instant::now();
         let mut inner = self.lock();
         let mut change = None;
         let trial = match &mut inner.phase {
             Phase::Closed => false,
             Phase::Open { until } => {
+                let now = Instant::now();
                 if now < *until {
                     return Err(Rejected {
                         retry_after: *until - now,
@@ -467,9 +467,11 @@ impl CircuitBreaker {
         if !self.config.enabled {
             return;
         }
-        let now = Instant::now();
+        // A count window needs no time; the clock is read for a time window's bucket and
+        // when the breaker opens.
+        let now = (self.config.window == WindowKind::Time).then(Instant::now);
         let slow = outcome.duration >= self.config.slow_call_duration;
-        let second = self.second(now);
+        let second = now.map_or(0, |now| self.second(now));
         let mut inner = self.lock();
         let change = match &mut inner.phase {
             Phase::Closed => {
@@ -477,7 +479,7 @@ impl CircuitBreaker {
                 let totals = inner.window.totals(second);
                 if totals.calls >= self.config.minimum_calls && self.tripped(&totals) {
                     inner.trips += 1;
-                    let until = now + self.open_duration(inner.trips);
+                    let until = now.unwrap_or_else(Instant::now) + self.open_duration(inner.trips);
                     inner.phase = Phase::Open { until };
                     Some((State::Closed, State::Open))
                 } else {
@@ -490,7 +492,7 @@ impl CircuitBreaker {
                     None
                 } else if self.tripped(results) {
                     inner.trips += 1;
-                    let until = now + self.open_duration(inner.trips);
+                    let until = now.unwrap_or_else(Instant::now) + self.open_duration(inner.trips);
                     inner.phase = Phase::Open { until };
                     Some((State::HalfOpen, State::Open))
                 } else {

@@ -163,10 +163,10 @@ where
         let budget = self.budget.clone();
         let should_retry = self.should_retry.clone();
         Box::pin(async move {
-            budget.deposit();
+            budget.deposit(Instant::now());
             let mut result = inner.call(req.clone()).await;
             for retry in 1..config.max_attempts {
-                if !should_retry(&result) || !budget.try_withdraw() {
+                if !should_retry(&result) || !budget.try_withdraw(Instant::now()) {
                     break;
                 }
                 tokio::time::sleep(config.backoff(retry)).await;

@@ -90,11 +90,10 @@ impl OutlierDetector {
 
     /// Whether the server is ejected now.
     pub fn is_ejected(&self, server: usize) -> bool {
-        let now = Instant::now();
         self.lock()
             .get(server)
             .and_then(|s| s.until)
-            .is_some_and(|until| now < until)
+            .is_some_and(|until| Instant::now() < until)
     }
 
     /// Records the outcome of a call to `server`.
@@ -102,17 +101,20 @@ impl OutlierDetector {
         if !self.config.enabled {
             return Ejection::None;
         }
-        let now = Instant::now();
         let mut all = self.lock();
+        // The clock is read only when an ejection is or was in force: a healthy pool's
+        // calls need no time.
+        let now = all.iter().any(|s| s.until.is_some()).then(Instant::now);
         let total = all.len();
-        let ejected_now = all
-            .iter()
-            .filter(|s| s.until.is_some_and(|u| now < u))
-            .count();
+        let ejected_now = now.map_or(0, |now| {
+            all.iter()
+                .filter(|s| s.until.is_some_and(|u| now < u))
+                .count()
+        });
         let Some(state) = all.get_mut(server) else {
             return Ejection::None;
         };
-        if let Some(until) = state.until {
+        if let (Some(until), Some(now)) = (state.until, now) {
             if now < until {
                 // Late results of calls made before the ejection.
                 return Ejection::None;
@@ -140,7 +142,7 @@ impl OutlierDetector {
         state.consecutive_failures = 0;
         state.ejections += 1;
         let duration = (self.config.base_ejection * state.ejections).min(self.config.max_ejection);
-        state.until = Some(now + duration);
+        state.until = Some(now.unwrap_or_else(Instant::now) + duration);
         Ejection::Ejected(duration)
     }
 }

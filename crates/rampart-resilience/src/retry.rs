@@ -158,10 +158,8 @@ impl RetryBudget {
         }
     }
 
-    fn with_current<R>(&self, f: impl FnOnce(&mut Buckets, u64) -> R) -> R {
-        let second = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_secs();
+    fn with_current<R>(&self, now: Instant, f: impl FnOnce(&mut Buckets, u64) -> R) -> R {
+        let second = now.saturating_duration_since(self.epoch).as_secs();
         let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         let len = b.slots.len() as u64;
         let slot = &mut b.slots[(second % len) as usize];
@@ -171,17 +169,17 @@ impl RetryBudget {
         f(&mut b, second)
     }
 
-    /// Counts a request (each client request once, not each attempt).
-    pub fn deposit(&self) {
-        self.with_current(|b, second| {
+    /// Counts a request (each client request once, not each attempt) made at `now`.
+    pub fn deposit(&self, now: Instant) {
+        self.with_current(now, |b, second| {
             let len = b.slots.len() as u64;
             b.slots[(second % len) as usize].1 += 1;
         });
     }
 
-    /// Takes one retry from the budget; false (and counted) when it is spent.
-    pub fn try_withdraw(&self) -> bool {
-        let allowed = self.with_current(|b, second| {
+    /// Takes one retry from the budget at `now`; false (and counted) when it is spent.
+    pub fn try_withdraw(&self, now: Instant) -> bool {
+        let allowed = self.with_current(now, |b, second| {
             let len = b.slots.len() as u64;
             let (mut requests, mut retries) = (0u64, 0u64);
             for (s, req, ret) in &b.slots {
@@ -250,8 +248,8 @@ mod tests {
         });
         let mut granted = 0;
         for _ in 0..1000 {
-            budget.deposit();
-            if budget.try_withdraw() {
+            budget.deposit(Instant::now());
+            if budget.try_withdraw(Instant::now()) {
                 granted += 1;
             }
         }
@@ -266,11 +264,13 @@ mod tests {
             min_per_second: 2,
             window: Duration::from_secs(5),
         });
-        let granted = (0..100).filter(|_| budget.try_withdraw()).count();
+        let granted = (0..100)
+            .filter(|_| budget.try_withdraw(Instant::now()))
+            .count();
         assert_eq!(granted, 10, "2 per second over a 5 s window");
         // Six seconds on, the old retries have left the window.
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(budget.try_withdraw());
+        assert!(budget.try_withdraw(Instant::now()));
     }
 
     #[test]
