@@ -13,7 +13,7 @@ use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339, zero_padded};
 use crate::body::BodyStats;
-use crate::headers::{SecurityHeaders, X_REQUEST_ID, write_ip};
+use crate::headers::{RequestId, SecurityHeaders, X_REQUEST_ID, write_ip};
 use crate::runtime::Runtime;
 use crate::server::RequestGuard;
 
@@ -40,7 +40,7 @@ impl Decision {
 
 pub struct Exchange {
     pub start: Instant,
-    pub request_id: HeaderValue,
+    pub request_id: RequestId,
     pub client_ip: IpAddr,
     /// `None` for a head refused before it could be read as a request.
     pub method: Option<Method>,
@@ -74,7 +74,7 @@ impl Exchange {
     /// An exchange that has just begun, nothing decided yet.
     pub fn new(
         start: Instant,
-        request_id: HeaderValue,
+        request_id: RequestId,
         client_ip: IpAddr,
         runtime: Arc<Runtime>,
         tls: bool,
@@ -174,7 +174,7 @@ impl Exchange {
     /// The response fields set in a header map.
     pub fn decorate(&self, headers: &mut HeaderMap) {
         self.security_headers().apply(headers, self.tls);
-        headers.insert(X_REQUEST_ID, self.request_id.clone());
+        headers.insert(X_REQUEST_ID, self.request_id.to_header_value());
         if let Some(info) = &self.quota {
             headers.insert(RATELIMIT_LIMIT, HeaderValue::from(info.limit));
             headers.insert(RATELIMIT_REMAINING, HeaderValue::from(info.remaining));
@@ -212,11 +212,17 @@ impl Exchange {
             return;
         };
         let upstream = match (route, self.upstream) {
-            (Some(r), Some(i)) => r.pool.servers.get(i).map(|s| s.url.as_str()),
+            (Some(r), Some(i)) => r.pool.servers.get(i).map(|s| &*s.log_url),
             _ => None,
         };
         log.line(|out| {
-            self.write_json(out, duration, completed, route.map(|r| &*r.name), upstream)
+            self.write_json(
+                out,
+                duration,
+                completed,
+                route.map(|r| &*r.log_name),
+                upstream,
+            )
         });
     }
 
@@ -225,8 +231,8 @@ impl Exchange {
         out: &mut Vec<u8>,
         duration: Duration,
         completed: bool,
-        route: Option<&str>,
-        upstream: Option<&str>,
+        route: Option<&[u8]>,
+        upstream: Option<&[u8]>,
     ) {
         let path = match &self.uri {
             None => Cow::Borrowed("-"),
@@ -241,13 +247,15 @@ impl Exchange {
         out.extend_from_slice(b"\"");
         out.extend_from_slice(b",\"client_ip\":\"");
         write_ip(out, self.client_ip);
-        out.extend_from_slice(b"\",\"method\":");
-        json_str(out, self.method.as_ref().map_or("-", Method::as_str));
+        // A method is a token: nothing in it needs escaping.
+        out.extend_from_slice(b"\",\"method\":\"");
+        out.extend_from_slice(self.method.as_ref().map_or("-", Method::as_str).as_bytes());
+        out.push(b'"');
         out.extend_from_slice(b",\"path\":");
         json_str(out, &path);
         out.extend_from_slice(b",\"route\":");
         match route {
-            Some(r) => json_str(out, r),
+            Some(r) => out.extend_from_slice(r),
             None => out.extend_from_slice(b"null"),
         }
         let bytes_in = self
@@ -265,7 +273,7 @@ impl Exchange {
         write_millis(out, duration);
         out.extend_from_slice(b",\"upstream\":");
         match upstream {
-            Some(u) => json_str(out, u),
+            Some(u) => out.extend_from_slice(u),
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"upstream_ms\":");

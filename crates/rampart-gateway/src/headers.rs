@@ -150,7 +150,7 @@ pub struct ForwardedFields<'a> {
     /// A trusted peer's own `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
     pub keep_proto: bool,
     pub keep_host: bool,
-    pub request_id: &'a HeaderValue,
+    pub request_id: &'a RequestId,
 }
 
 impl<'a> ForwardedFields<'a> {
@@ -162,7 +162,7 @@ impl<'a> ForwardedFields<'a> {
         peer_trusted: bool,
         tls: bool,
         original_host: Option<&'a HeaderValue>,
-        request_id: &'a HeaderValue,
+        request_id: &'a RequestId,
     ) -> Self {
         let chain = peer_trusted
             .then(|| {
@@ -199,12 +199,26 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     use std::io::Write;
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().iter().enumerate() {
+            // Built on the stack and copied once: every request writes one or two.
+            let mut text = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[len] = b'.';
+                    len += 1;
                 }
-                out.extend_from_slice(itoa::Buffer::new().format(*octet).as_bytes());
+                if octet >= 100 {
+                    text[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    text[len] = b'0' + octet / 10 % 10;
+                    len += 1;
+                }
+                text[len] = b'0' + octet % 10;
+                len += 1;
             }
+            out.extend_from_slice(&text[..len]);
         }
         IpAddr::V6(v6) => {
             let _ = write!(out, "{v6}");
@@ -377,6 +391,58 @@ impl SecurityHeaders {
     }
 }
 
+/// A request's id: the client's `X-Request-Id` when it is acceptable, or a new random UUID
+/// kept inline (a header value would be an allocation on every request).
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    Kept(HeaderValue),
+    New([u8; uuid::fmt::Hyphenated::LENGTH]),
+}
+
+impl RequestId {
+    /// The client's id when [`acceptable_request_id`], else a new one.
+    pub fn from_request(given: Option<&HeaderValue>) -> Self {
+        match given.filter(|v| acceptable_request_id(v)) {
+            Some(v) => RequestId::Kept(v.clone()),
+            None => RequestId::new(),
+        }
+    }
+
+    /// A new random UUID.
+    pub fn new() -> Self {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        RequestId::New(text)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Kept(v) => v.as_bytes(),
+            RequestId::New(text) => text,
+        }
+    }
+
+    /// Both kinds are ASCII (letters, digits and `-_.:`).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or("-")
+    }
+
+    pub fn to_header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Kept(v) => v.clone(),
+            RequestId::New(text) => {
+                HeaderValue::from_bytes(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
+            }
+        }
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId::new()
+    }
+}
+
 /// A client's `X-Request-Id` is kept when it is short and made of safe characters (it ends
 /// up in logs); otherwise a new one is generated.
 pub fn acceptable_request_id(value: &HeaderValue) -> bool {
@@ -388,16 +454,27 @@ pub fn acceptable_request_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// A new request id: a random UUID.
-pub fn new_request_id() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for text in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.100.9",
+            "1.20.3.100",
+            "192.168.10.1",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = text.parse().unwrap();
+            let mut out = b"x".to_vec();
+            write_ip(&mut out, ip);
+            assert_eq!(out, format!("x{ip}").into_bytes());
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_named_headers_are_removed() {
@@ -431,7 +508,7 @@ mod tests {
         use rampart_h1::HeadFields;
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
         let host = HeaderValue::from_static("up:80");
-        let id = HeaderValue::from_static("id-1");
+        let id = RequestId::Kept(HeaderValue::from_static("id-1"));
         let mut h = HeaderMap::new();
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
@@ -511,6 +588,6 @@ mod tests {
         assert!(!acceptable_request_id(
             &HeaderValue::from_str(&"a".repeat(129)).unwrap()
         ));
-        assert!(acceptable_request_id(&new_request_id()));
+        assert!(acceptable_request_id(&RequestId::new().to_header_value()));
     }
 }

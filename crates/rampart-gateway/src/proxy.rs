@@ -17,8 +17,7 @@ use crate::access_log::rfc3339;
 use crate::body::{BodyStats, ClientBody, RequestBody, ResponseBody};
 use crate::exchange::{Decision, Exchange};
 use crate::headers::{
-    ForwardedFields, X_API_KEY, X_REQUEST_ID, acceptable_request_id, field, new_request_id,
-    remove_hop_by_hop,
+    ForwardedFields, RequestId, X_API_KEY, X_REQUEST_ID, field, remove_hop_by_hop,
 };
 use crate::metrics::Rejection;
 use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
@@ -95,7 +94,7 @@ fn reject(
 ) -> Response<ResponseBody> {
     let body = serde_json::json!({
         "error": message,
-        "request_id": exchange.request_id.to_str().unwrap_or("-"),
+        "request_id": exchange.request_id.as_str(),
     });
     reject_with(exchange, status, decision, body, close)
 }
@@ -152,7 +151,7 @@ pub fn refused_head(
     shared.metrics.rejected(reason);
     let exchange = Box::new(Exchange::new(
         Instant::now(),
-        new_request_id(),
+        RequestId::new(),
         conn.peer.ip(),
         shared.runtime.load_full(),
         conn.tls,
@@ -170,10 +169,7 @@ pub async fn handle(
     let guard = conn.state.as_ref().map(RequestGuard::new);
     let runtime = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
-    let request_id = field(&parts.headers, &X_REQUEST_ID)
-        .filter(|v| acceptable_request_id(v))
-        .cloned()
-        .unwrap_or_else(new_request_id);
+    let request_id = RequestId::from_request(field(&parts.headers, &X_REQUEST_ID));
     let peer_ip = conn.peer.ip();
     let client_ip = runtime.client_ip(peer_ip, &parts.headers);
     let (route_index, original_host) = {
@@ -226,7 +222,7 @@ pub async fn handle(
                 let body = serde_json::json!({
                     "error": "banned",
                     "until": String::from_utf8_lossy(&until),
-                    "request_id": exchange.request_id.to_str().unwrap_or("-"),
+                    "request_id": exchange.request_id.as_str(),
                 });
                 return Ok(reject_with(
                     exchange,
@@ -370,7 +366,7 @@ pub async fn handle(
                     shared.metrics.rejected(Rejection::inspection_blocked);
                     let body = serde_json::json!({
                         "error": "request blocked by inspection",
-                        "request_id": exchange.request_id.to_str().unwrap_or("-"),
+                        "request_id": exchange.request_id.as_str(),
                         "rules": crate::inspect::rules_json(&outcome.report, false),
                     });
                     let unread = matches!(
@@ -666,7 +662,7 @@ fn security_event(
         target: "rampart::security",
         event = "inspection",
         action,
-        request_id = exchange.request_id.to_str().unwrap_or("-"),
+        request_id = exchange.request_id.as_str(),
         client = %exchange.client_ip,
         route,
         score = report.score(),

@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_rustls::TlsAcceptor;
 
-use crate::access_log::AccessLog;
+use crate::access_log::{AccessLog, json_string};
 use crate::config::{
     Config, FailureConfig, FallbackConfig, LimitsConfig, LogConfig, parse_server_url,
 };
@@ -61,6 +61,8 @@ pub struct LimitContext<'a> {
 
 pub struct Route {
     pub name: Arc<str>,
+    /// The name as a JSON string, for the access log.
+    pub log_name: Box<[u8]>,
     prefix: String,
     host: Option<String>,
     pub pool: Arc<Pool>,
@@ -96,6 +98,8 @@ pub struct Pool {
 
 pub struct Server {
     pub url: String,
+    /// The URL as a JSON string, for the access log.
+    pub log_url: Box<[u8]>,
     pub endpoint: Endpoint,
     pub host_header: HeaderValue,
     /// From active checks.
@@ -201,6 +205,7 @@ impl Runtime {
                 server_metrics.up.set(i64::from(was_healthy));
                 servers.push(Server {
                     url: url.clone(),
+                    log_url: json_string(url),
                     endpoint: Endpoint::new(scheme, authority, &upstream_tls, connect_timeout)?,
                     host_header: HeaderValue::from_str(authority.as_str())
                         .map_err(|e| format!("`{url}`: {e}"))?,
@@ -240,6 +245,7 @@ impl Runtime {
                 .ok_or_else(|| format!("route names unknown upstream `{}`", r.upstream))?;
             routes.push(Route {
                 name: Arc::from(r.display_name()),
+                log_name: json_string(r.display_name()),
                 prefix: r.prefix.clone(),
                 host: r.host.as_deref().map(str::to_ascii_lowercase),
                 pool,
