@@ -236,7 +236,11 @@ pub async fn handle(
             let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
             let keys = RequestKeys {
                 ip: client,
-                api_key: api_key(headers),
+                api_key: route
+                    .limiter
+                    .keys_on_api_key()
+                    .then(|| api_key(headers))
+                    .flatten(),
                 header: &header,
                 route: &route.name,
             };

@@ -71,6 +71,40 @@ async fn refused_requests_get_429_with_retry_after_and_quota_headers() {
 }
 
 #[tokio::test]
+async fn a_limit_keyed_by_api_key_counts_each_key_whichever_field_carries_it() {
+    let up = start_upstream().await;
+    let extra = "[rate_limit]\nlimits = [{ key = \"api_key\", rate = 1, per = \"1m\" }]\n[bans]\nenabled = false";
+    let gw = start(&up.url(), extra).await;
+    let with = |name: &'static str, value: &'static str| {
+        let gw = &gw;
+        async move {
+            client()
+                .get(gw.url("/"))
+                .header(name, value)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(with("authorization", "Bearer key-one").await, 200);
+    assert_eq!(
+        with("x-api-key", "key-one").await,
+        429,
+        "the same key in the other field"
+    );
+    assert_eq!(with("authorization", "bearer key-two").await, 200);
+    assert_eq!(with("authorization", "Bearer key-two").await, 429);
+    // Requests without a key are not limited by it.
+    for _ in 0..3 {
+        assert_eq!(
+            client().get(gw.url("/")).send().await.unwrap().status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
 async fn ipv6_clients_share_a_limit_per_prefix() {
     let up = start_upstream().await;
     let extra = format!(

@@ -188,6 +188,13 @@ impl RateLimiter {
         self.limits.is_empty()
     }
 
+    /// Whether a limit is keyed by API key: a caller need not look for one otherwise.
+    pub fn keys_on_api_key(&self) -> bool {
+        self.limits
+            .iter()
+            .any(|l| matches!(l.kind, KeyKind::ApiKey))
+    }
+
     fn key(limit: &Compiled, keys: &RequestKeys<'_>) -> Option<Key> {
         match &limit.kind {
             KeyKind::Ip => Some(Key::ip(keys.ip)),
