@@ -127,8 +127,6 @@ impl Drop for AccessLogFlusher {
     }
 }
 
-/// Appends `s` as a JSON string literal. Runs that need no escape are copied whole, found
-/// eight bytes at a time.
 /// `s` as a JSON string, for names written into every log line.
 pub fn json_string(s: &str) -> Box<[u8]> {
     let mut out = Vec::with_capacity(s.len() + 2);
@@ -136,6 +134,8 @@ pub fn json_string(s: &str) -> Box<[u8]> {
     out.into()
 }
 
+/// Appends `s` as a JSON string literal. Runs that need no escape are copied whole, found
+/// eight bytes at a time.
 pub fn json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');

@@ -181,23 +181,13 @@ impl Cors {
 }
 
 /// The CORS response headers, which the gateway owns.
-const CORS_RESPONSE_HEADERS: [HeaderName; 6] = [
+pub const CORS_RESPONSE_HEADERS: [HeaderName; 6] = [
     header::ACCESS_CONTROL_ALLOW_ORIGIN,
     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
     header::ACCESS_CONTROL_ALLOW_METHODS,
     header::ACCESS_CONTROL_ALLOW_HEADERS,
     header::ACCESS_CONTROL_EXPOSE_HEADERS,
     header::ACCESS_CONTROL_MAX_AGE,
-];
-
-/// The same, by name.
-pub const CORS_RESPONSE_FIELDS: [&str; 6] = [
-    "access-control-allow-origin",
-    "access-control-allow-credentials",
-    "access-control-allow-methods",
-    "access-control-allow-headers",
-    "access-control-expose-headers",
-    "access-control-max-age",
 ];
 
 /// Removes every `Access-Control-*` header an upstream sent.

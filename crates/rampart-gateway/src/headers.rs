@@ -38,7 +38,7 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 pub fn connection_listed(fields: &rampart_h1::RawFields) -> SmallVec<[&[u8]; 2]> {
     let mut listed = SmallVec::new();
     for (name, value) in fields.iter() {
-        if name.len() != 10 || !eq_lowercase(name, b"connection") {
+        if !eq_lowercase(name, b"connection") {
             continue;
         }
         for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
@@ -328,10 +328,15 @@ impl SecurityHeaders {
         let upstream_blocked = NameSet::new(
             HOP_BY_HOP
                 .iter()
-                .chain(&crate::cors::CORS_RESPONSE_FIELDS)
-                .chain(&["server", "x-powered-by", "x-request-id"])
-                .map(|n| n.as_bytes())
-                .chain(always.iter().map(|(n, _)| n.as_str().as_bytes())),
+                .copied()
+                .chain(
+                    crate::cors::CORS_RESPONSE_HEADERS
+                        .iter()
+                        .map(HeaderName::as_str),
+                )
+                .chain(["server", "x-powered-by", "x-request-id"])
+                .chain(always.iter().map(|(n, _)| n.as_str()))
+                .map(str::as_bytes),
         );
         SecurityHeaders {
             always,
