@@ -5,7 +5,8 @@
 # HTTP 403, anomaly threshold 5 everywhere).
 #
 # Usage: bench/waf-compare.sh [CORPUS]   (default ../shared/corpus/waf/dev.jsonl)
-#   TARGETS="crs1 crs2 rampart"  which to run;  WORKERS=8  client processes.
+#   TARGETS="crs1 crs2 rampart"  which to run;  WORKERS=8  client processes;
+#   DECISIONS=DIR  also writes DIR/<target>.jsonl, the status each payload got.
 # Needs root for apt-get when apache2, mod_security2, the CRS or nginx are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -127,7 +128,8 @@ for target in $TARGETS; do
     sleep 0.2
   done
   echo "== $target: sending $(wc -l <"$CORPUS") payloads" >&2
-  python3 bench/waf_client.py "$CORPUS" "127.0.0.1:${PORT[$target]}" "$WORKERS" >"$WORK/$target.json"
+  python3 bench/waf_client.py "$CORPUS" "127.0.0.1:${PORT[$target]}" "$WORKERS" \
+    ${DECISIONS:+"$DECISIONS/$target.jsonl"} >"$WORK/$target.json"
   RESULTS+=("$target=$WORK/$target.json")
   if [[ $target == crs* ]]; then "$APACHE" -f "$WORK/apache-${target#crs}.conf" -k stop; sleep 1; fi
 done

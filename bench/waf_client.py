@@ -2,7 +2,10 @@
 """Sends every payload of a corpus as `GET /?q=<payload>` to one target and counts what is
 blocked (HTTP 403) per attack family and per source. Prints one JSON object.
 
-Usage: waf_client.py CORPUS HOST:PORT [WORKERS]
+Usage: waf_client.py CORPUS HOST:PORT [WORKERS] [DECISIONS_FILE]
+
+With DECISIONS_FILE, also writes one JSON line per payload: label, family, src, payload and
+the status it got, for comparing targets payload by payload.
 """
 import http.client
 import json
@@ -33,7 +36,7 @@ def worker(args):
                 conn.close()
                 conn = http.client.HTTPConnection(host, int(port), timeout=30)
                 status = -1
-        out.append((label, family, src, status))
+        out.append((label, family, src, payload, status))
     return out
 
 
@@ -52,7 +55,12 @@ def main():
         results = [x for part in pool.map(worker, chunks) for x in part]
     seconds = time.time() - started
     families, sources, benign, statuses = {}, {}, {}, {}
-    for label, family, src, status in results:
+    if len(sys.argv) > 4:
+        with open(sys.argv[4], "w") as f:
+            for label, family, src, payload, status in results:
+                f.write(json.dumps({"label": label, "family": family, "src": src,
+                                    "payload": payload, "status": status}) + "\n")
+    for label, family, src, _, status in results:
         blocked = status == 403
         statuses[str(status)] = statuses.get(str(status), 0) + 1
         s = sources.setdefault(src, {"total": 0, "flagged": 0})

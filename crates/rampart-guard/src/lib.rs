@@ -243,7 +243,8 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     if location != Location::Path || base.shape.any(const { Shape::bytes(b"<\"':") }) {
         let markup = decode::markup_shaped(base.text, base.shape);
         let markup = base.derived(&markup, matches!(markup, Cow::Borrowed(_)));
-        xss::scan(markup, hits);
+        let in_url = !matches!(location, Location::BodyName | Location::BodyValue);
+        xss::scan(markup, in_url, hits);
         misc::scan(markup, location, hits);
         if !std::ptr::eq(markup.text, base.text) {
             // Entities can hide SQL as well as markup (`&#39; or 1=1--`).

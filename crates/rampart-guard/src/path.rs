@@ -216,6 +216,10 @@ pub(crate) const SYSTEM_DIRS: &[&str] = &[
 pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
     let (view, shape, found) = (input.text, input.shape, input.found);
     let bytes = view.as_bytes();
+    // A NUL byte has no place in text; C code below the application stops reading at it.
+    if raw_had_nul {
+        hits.add(&rules::LFI_NULL_BYTE, view, 0);
+    }
     let hex = shape.any(Shape::DIGIT) && crate::find(bytes, b"0x").is_some();
     if !hex && !shape.any(const { Shape::bytes(b"./:%?") }.with(Shape::NON_ASCII)) {
         return;
@@ -258,9 +262,6 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
             .find(|(_, pos)| *pos == 0 || !bytes[pos - 1].is_ascii_alphanumeric())
     {
         hits.add(&rules::LFI_WRAPPER, view, pos);
-    }
-    if raw_had_nul && shape.any(const { Shape::bytes(b"./") }) {
-        hits.add(&rules::LFI_NULL_BYTE, view, 0);
     }
     if !shape.has(b'/') {
         return;

@@ -83,6 +83,8 @@ rules! {
     SQLI_BOOLEAN_FN = 2114, "sqli-boolean-blind-function", Sqli, 5, 1;
     SQLI_STATEMENT = 2115, "sqli-data-statement", Sqli, 5, 1;
     SQLI_COMMENTED_EXPRESSION = 2116, "sqli-commented-expression", Sqli, 5, 1;
+    SQLI_QUOTE_PROBE = 2117, "sqli-quote-probe", Sqli, 5, 1;
+    SQLI_VERSIONED_COMMENT = 2118, "sqli-mysql-versioned-comment", Sqli, 5, 1;
     SQLI_BREAKOUT_OPERATOR = 2201, "sqli-string-breakout-operator", Sqli, 3, 2;
     SQLI_KEYWORD_DENSITY = 2202, "sqli-keyword-density", Sqli, 3, 2;
     SQLI_NUMERIC_LOGIC = 2203, "sqli-numeric-logic", Sqli, 3, 2;
@@ -96,6 +98,7 @@ rules! {
     XSS_JS_CALL = 3107, "xss-javascript-probe-call", Xss, 5, 1;
     XSS_RAWTEXT_BREAKOUT = 3108, "xss-raw-text-breakout", Xss, 5, 1;
     XSS_STYLE_INJECTION = 3109, "xss-style-injection", Xss, 5, 1;
+    XSS_URL_MARKUP = 3110, "xss-markup-in-url", Xss, 5, 1;
     XSS_HTML_TAG = 3201, "xss-html-tag", Xss, 3, 2;
     XSS_HTML_COMMENT = 3202, "xss-html-comment-or-cdata", Xss, 3, 2;
 

@@ -92,6 +92,12 @@ enum Kw {
     DangerousFn,
     /// Functions boolean and error-based blind injection are built from.
     ProbeFn,
+    /// Functions without arguments that tell who and where the query runs.
+    InfoFn,
+    /// `DIV` and `MOD`: arithmetic spelled as words.
+    Arith,
+    /// MySQL's `BINARY` cast, written before an operand.
+    Binary,
     /// Functions that turn codes into text to dodge quote filters.
     CharFn,
     /// Catalogue tables and system procedures.
@@ -224,15 +230,6 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
             "count",
             "cast",
             "convert",
-            "version",
-            "database",
-            "user",
-            "current_user",
-            "system_user",
-            "session_user",
-            "schema",
-            "db_name",
-            "user_name",
             "hex",
             "unhex",
             "md5",
@@ -266,6 +263,27 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
             "unicode",
         ],
     ),
+    (
+        Kw::InfoFn,
+        &[
+            "version",
+            "database",
+            "user",
+            "current_user",
+            "system_user",
+            "session_user",
+            "schema",
+            "db_name",
+            "user_name",
+            "charset",
+            "collation",
+            "coercibility",
+            "connection_id",
+            "last_insert_id",
+        ],
+    ),
+    (Kw::Arith, &["div", "mod"]),
+    (Kw::Binary, &["binary"]),
     (Kw::CharFn, &["char", "chr", "nchar"]),
     (
         Kw::Schema,
@@ -494,8 +512,27 @@ impl<'a> Lexer<'a> {
                 let kw = keyword(word);
                 if matches!(kw, Kw::And | Kw::Or) {
                     Kind::Logic
+                } else if matches!(
+                    kw,
+                    Kw::In
+                        | Kw::Like
+                        | Kw::Is
+                        | Kw::Between
+                        | Kw::Not
+                        | Kw::Where
+                        | Kw::Having
+                        | Kw::From
+                        | Kw::When
+                        | Kw::Then
+                        | Kw::Else
+                        | Kw::As
+                ) {
+                    // Operators and clauses, also when a parenthesis follows: `in (1)`.
+                    Kind::Word(kw)
                 } else if self.followed_by_paren() {
                     Kind::Func(kw)
+                } else if kw == Kw::Arith {
+                    Kind::Op
                 } else {
                     Kind::Word(kw)
                 }
@@ -543,6 +580,14 @@ impl<'a> Lexer<'a> {
             b'|' | b'&' | b'^' | b'*' | b'/' | b'%' | b':' => {
                 self.pos += 1;
                 Kind::Op
+            }
+            // MySQL's `\N` is NULL.
+            b'\\'
+                if s.get(start + 1) == Some(&b'n')
+                    && !s.get(start + 2).is_some_and(|c| is_word_byte(*c)) =>
+            {
+                self.pos += 2;
+                Kind::Word(Kw::Null)
             }
             _ => {
                 self.pos += crate::decode_utf8_len(b);
@@ -662,7 +707,8 @@ fn tokenize(s: &str, start: usize, out: &mut Vec<Token>) {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Context {
     Bare,
-    Quoted,
+    /// Inside a string delimited by this quote.
+    Quoted(u8),
 }
 
 /// Buffers the analysis reuses from value to value.
@@ -676,8 +722,21 @@ pub(crate) struct Scratch {
 pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
     // Nothing SQL can be said without a space, an operator, a quote or a parenthesis.
-    if shape.within(Shape::WORD.with(const { Shape::bytes(b".@-") })) {
+    if shape.within(Shape::WORD.with(const { Shape::bytes(b".@-") }))
+        && !(shape.has(b'-') && crate::find(view.as_bytes(), b"--").is_some())
+    {
         return;
+    }
+    if shape.any(const { Shape::bytes(b"'\"\\;") }) && quote_probe(view) {
+        hits.add(&rules::SQLI_QUOTE_PROBE, view, 0);
+    }
+    if shape.has(b'/') && shape.has(b'!') && versioned_comment(view.as_bytes()) {
+        hits.add(&rules::SQLI_VERSIONED_COMMENT, view, 0);
+    }
+    if shape.has(b';')
+        && let Some(at) = terminated_statement(view.as_bytes())
+    {
+        hits.add(&rules::SQLI_STACKED, view, at);
     }
     let mut scratch = std::mem::take(&mut hits.sql);
     // `1+union+select+1`: a form-encoded space that reached us undecoded.
@@ -690,15 +749,77 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
     hits.sql = scratch;
 }
 
+/// `'`, `1'`, `"`, `' '`, `1\`: nothing but a quote or an escape, perhaps after a number; the
+/// probe that looks for a query error.
+fn quote_probe(view: &str) -> bool {
+    let rest = view
+        .trim_start()
+        .trim_start_matches(|c: char| c.is_ascii_digit());
+    let mut quotes = 0;
+    for b in rest.bytes() {
+        match b {
+            b'\'' | b'"' | b'\\' | b';' => quotes += 1,
+            b' ' | b'\t' => {}
+            _ => return false,
+        }
+    }
+    (1..=4).contains(&quotes)
+}
+
+/// `;--`, `; #`, `;/*`: the statement ends and a comment cuts what the query had after it,
+/// wherever it appears (also inside what reads as a comment).
+fn terminated_statement(bytes: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b';', &bytes[from..]) {
+        let at = from + off;
+        let rest = &bytes[at + 1..];
+        let rest = &rest[rest.iter().take_while(|b| is_space(**b)).count()..];
+        let comment = rest.starts_with(b"/*")
+            || rest.starts_with(b"--") && rest.get(2).is_none_or(|b| is_space(*b) || *b == b'-')
+            || rest.starts_with(b"#") && rest.get(1).is_none_or(|b| is_space(*b));
+        if comment {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `/*!50000select*/`: MySQL runs what a comment with a version number holds, a way to hide
+/// SQL from filters that drop comments.
+fn versioned_comment(bytes: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(off) = crate::find(&bytes[from..], b"/*!") {
+        let digits = &bytes[from + off + 3..];
+        if digits.len() >= 5 && digits[..5].iter().all(u8::is_ascii_digit) {
+            return true;
+        }
+        from += off + 3;
+    }
+    false
+}
+
 fn scan_text(view: &str, hits: &mut Hits, scratch: &mut Scratch) {
     let bytes = view.as_bytes();
     tokenize(view, 0, &mut scratch.tokens);
     analyse(view, Context::Bare, hits, scratch);
     for quote in [b'\'', b'"'] {
-        if let Some(at) = memchr::memchr(quote, bytes) {
+        if let Some(at) = closing_quote(bytes, quote) {
             tokenize(view, at + 1, &mut scratch.tokens);
-            analyse(view, Context::Quoted, hits, scratch);
+            analyse(view, Context::Quoted(quote), hits, scratch);
         }
+    }
+}
+
+/// The first quote that ends a string: a doubled quote is an escaped one inside it.
+fn closing_quote(bytes: &[u8], quote: u8) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let at = from + memchr::memchr(quote, &bytes[from..])?;
+        if bytes.get(at + 1) != Some(&quote) {
+            return Some(at);
+        }
+        from = at + 2;
     }
 }
 
@@ -738,32 +859,46 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
 
     // Statement structure, wherever it appears.
     let mut keyword_count = 0;
+    let commented = tokens.len() != t.len();
+
+    // Whether a comment follows the last non-comment token: the rest of the query is cut.
+    let ends_in_comment = tokens
+        .last()
+        .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk));
     for i in 0..t.len() {
         match t[i] {
-            Kind::Word(Kw::Union) => {
+            Kind::Word(Kw::Union) | Kind::Func(Kw::Union) => {
                 let mut j = i + 1;
                 while matches!(at(j), Some(Kind::Word(Kw::All | Kw::Distinct))) {
                     j += 1;
                 }
-                // `union select 1,2`, `union (select ...)`, `union select name from t`; not
-                // `union select of running shoes`.
-                let selects = match at(j) {
-                    Some(Kind::LParen) => {
-                        matches!(
-                            at(j + 1),
-                            Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
-                        )
-                    }
-                    Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select)) => {
-                        select_is_sql(t, j)
+                // `union select 1,2`, `union (select ...)`, `union select name from t`,
+                // `union 1,2,3`; not `union select of running shoes`.
+                let selects = numeric_list(t, j, 3)
+                    || match at(j) {
+                        Some(Kind::LParen) => {
+                            matches!(
+                                at(j + 1),
+                                Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select))
+                            )
+                        }
+                        Some(Kind::Word(Kw::Select) | Kind::Func(Kw::Select)) => {
+                            select_is_sql(t, j)
+                            || numeric_list(t, j + 1, MAX_TOKENS)
+                            // `union select 'x'--`, `'union select '2`
+                            || matches!(at(j + 1), Some(Kind::Str { closed: false }))
+                            || ends_in_comment
+                                && at(j + 1).is_some_and(is_literal)
+                                && at(j + 2).is_none()
                             || matches!(at(j + 1), None | Some(Kind::Word(_)))
                                 && matches!(
                                     at(j + 2),
                                     None | Some(Kind::Comma | Kind::Word(Kw::From))
                                 )
+                        }
+                        _ => false,
                     }
-                    _ => false,
-                };
+                    || context == Context::Bare && union_probe(t, i, commented);
                 if selects {
                     hit(hits, &rules::SQLI_UNION, i);
                 }
@@ -778,10 +913,63 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             Kind::Word(Kw::Waitfor) if matches!(at(i + 1), Some(Kind::Word(Kw::Delay))) => {
                 hit(hits, &rules::SQLI_TIME, i)
             }
-            Kind::Word(Kw::Into) if matches!(at(i + 1), Some(Kind::Word(Kw::Outfile))) => {
+            Kind::Word(Kw::Into)
+                if matches!(
+                    at(i + 1),
+                    Some(Kind::Word(Kw::Outfile) | Kind::Func(Kw::Outfile))
+                ) =>
+            {
                 hit(hits, &rules::SQLI_FILE, i)
             }
             Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema) => hit(hits, &rules::SQLI_SCHEMA, i),
+            // `length(version())`, `database() like schema()`, `1=user()`
+            Kind::Func(Kw::InfoFn)
+                if at(i + 1) == Some(Kind::LParen)
+                    && at(i + 2) == Some(Kind::RParen)
+                    && (i > 0 && joins_sql(t[i - 1]) || at(i + 3).is_some_and(joins_sql)) =>
+            {
+                hit(hits, &rules::SQLI_SCHEMA, i)
+            }
+            // `iif(1=2, a, b)`: a condition of constants decides what the query returns.
+            Kind::Func(Kw::ProbeFn)
+                if matches!(word_at(view, pos[i]), "if" | "iif")
+                    && at(i + 1) == Some(Kind::LParen)
+                    && at(i + 2).is_some_and(is_literal)
+                    && at(i + 3) == Some(Kind::Cmp)
+                    && at(i + 4).is_some_and(is_literal)
+                    && at(i + 5) == Some(Kind::Comma) =>
+            {
+                hit(hits, &rules::SQLI_BOOLEAN_FN, i)
+            }
+            // `ascii(substring(password,1,1))`: one character of a value, as a number.
+            Kind::Func(Kw::ProbeFn)
+                if at(i + 1) == Some(Kind::LParen)
+                    && at(i + 2) == Some(Kind::Func(Kw::ProbeFn))
+                    && [
+                        "ascii",
+                        "ord",
+                        "unicode",
+                        "hex",
+                        "bin",
+                        "length",
+                        "char_length",
+                    ]
+                    .iter()
+                    .any(|f| word_at(view, pos[i]) == *f)
+                    && ["substring", "substr", "mid", "left", "right"]
+                        .iter()
+                        .any(|f| word_at(view, pos[i + 2]) == *f) =>
+            {
+                hit(hits, &rules::SQLI_BOOLEAN_FN, i)
+            }
+            Kind::Word(Kw::Case) => {
+                let mut shape = ExpressionShape::default();
+                if (WholeExpression { t }).case(i, 0, &mut shape).is_some()
+                    && (shape.literal || shape.string || shape.call || shape.operator)
+                {
+                    hit(hits, &rules::SQLI_BOOLEAN_FN, i)
+                }
+            }
             Kind::Var if view[pos[i]..].starts_with("@@") => hit(hits, &rules::SQLI_SCHEMA, i),
             Kind::Word(Kw::Exec)
                 if matches!(
@@ -813,7 +1001,9 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             Kind::Logic
                 if matches!(
                     at(i + 1),
-                    Some(Kind::Func(Kw::ProbeFn | Kw::CharFn | Kw::DangerousFn))
+                    Some(Kind::Func(
+                        Kw::ProbeFn | Kw::InfoFn | Kw::CharFn | Kw::DangerousFn
+                    ))
                 ) || matches!(at(i + 1), Some(Kind::LParen))
                     && matches!(
                         at(i + 2),
@@ -853,21 +1043,32 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk))
     {
         let mut shape = ExpressionShape::default();
-        let parsed = WholeExpression { view, t, pos }.expression(0, 0, &mut shape);
+        let parsed = WholeExpression { t }.expression(0, 0, &mut shape);
         // An operator alone needs a space: `1611/abc--` is a token, `1 / abc --` is not.
         let spaced_operator = shape.operator && view.bytes().any(is_space);
-        if parsed == Some(t.len()) && (shape.call || shape.string || spaced_operator) {
+        // `1--`, `@@version /*`, `1*1--`: numbers alone, and a comment with nothing in it.
+        let bare_literal = shape.literal
+            && !shape.name
+            && tokens
+                .last()
+                .is_some_and(|tk| comment_is_empty(&view.as_bytes()[tk.start..tk.end]));
+        if parsed == Some(t.len())
+            && (shape.call || shape.string || spaced_operator || bare_literal)
+        {
             hit(hits, &rules::SQLI_COMMENTED_EXPRESSION, 0);
         }
     }
 
     // What follows the end of the application's value.
+    let mut call_prefix = false;
     let mut k = match context {
-        Context::Quoted => 0,
+        Context::Quoted(_) => 0,
         Context::Bare => {
             // A value that starts with an operator or clause continues one the application
             // already has (`id=1` + ` AND 1=1--`).
+            // `) or ('1'='1`: closing the application's parenthesis is a continuation too.
             if at(0).is_some_and(|first| is_binary_operator(first) && first != Kind::Sign)
+                || at(0) == Some(Kind::RParen)
                 || matches!(
                     at(0),
                     Some(Kind::Word(
@@ -890,10 +1091,33 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                     if at(k) == Some(Kind::Sign) && at(k + 1) == Some(Kind::Num) {
                         k += 1;
                     }
-                    if !matches!(at(k), Some(Kind::Num | Kind::Var | Kind::Word(Kw::Ident))) {
-                        return;
+                    match at(k) {
+                        Some(
+                            Kind::Num
+                            | Kind::Var
+                            | Kind::Word(Kw::Ident)
+                            | Kind::Str { closed: true },
+                        ) => {
+                            k += 1;
+                            // `17,23 order by 16`: a list of numbers.
+                            while at(k - 1) == Some(Kind::Num)
+                                && at(k) == Some(Kind::Comma)
+                                && at(k + 1) == Some(Kind::Num)
+                            {
+                                k += 2;
+                            }
+                        }
+                        // `pi() and cos(pi())=-1`: a call of an SQL function, or of any name
+                        // without arguments.
+                        Some(Kind::Func(kw))
+                            if at(k + 1) == Some(Kind::LParen)
+                                && (kw != Kw::Ident || at(k + 2) == Some(Kind::RParen)) =>
+                        {
+                            call_prefix = true;
+                            k = skip_parens(t, k + 1);
+                        }
+                        _ => return,
                     }
-                    k += 1;
                     if at(k) == Some(Kind::Word(Kw::As)) && at(k + 1) == Some(Kind::Word(Kw::Ident))
                     {
                         k += 2;
@@ -906,22 +1130,20 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     // A continuation (no prefix at all) is judged like a number: the application's value.
     let numeric_prefix = context == Context::Bare
         && (k == 0
-            || matches!(at(k - 1), Some(Kind::Num | Kind::Var | Kind::RParen))
+            || matches!(
+                at(k - 1),
+                Some(Kind::Num | Kind::Var | Kind::RParen | Kind::Str { closed: true })
+            )
             || at(k.saturating_sub(2)) == Some(Kind::Word(Kw::As)));
     while at(k) == Some(Kind::RParen) {
         k += 1;
     }
-    let breakout = if context == Context::Quoted {
+    let breakout = if matches!(context, Context::Quoted(_)) {
         0
     } else {
         k.saturating_sub(1)
     };
-    // Whether a comment follows the last non-comment token: the rest of the query is cut.
-    let ends_in_comment = tokens
-        .last()
-        .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk));
-
-    if context == Context::Quoted {
+    if matches!(context, Context::Quoted(_)) {
         let first_raw = tokens
             .iter()
             .position(|tk| tk.kind != Kind::RParen && tk.kind != Kind::Semi);
@@ -931,10 +1153,26 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
         {
             hits.add(&rules::SQLI_BREAKOUT_COMMENT, view, tokens[first].start);
         }
+        // `' –`: a dash alone after the quote, a comment whose second dash was lost or
+        // typeset.
+        if t == [Kind::Sign] && &view[pos[0]..] == "-" && view[..pos[0]].ends_with(' ') {
+            hit(hits, &rules::SQLI_BREAKOUT_COMMENT, 0);
+        }
+        // `x'; declare @s ...`, `x' exec master..xp_cmdshell`: a statement right after the
+        // string, with or without the `;`.
+        if matches!(
+            at(k),
+            Some(Kind::Word(Kw::Statement | Kw::Exec) | Kind::Func(Kw::Exec))
+        ) && stacked_statement(view, t, pos, k)
+        {
+            hit(hits, &rules::SQLI_STACKED, k);
+        }
     }
 
     match at(k) {
-        Some(Kind::Word(Kw::Order | Kw::Group)) if context == Context::Quoted || numeric_prefix => {
+        Some(Kind::Word(Kw::Order | Kw::Group))
+            if matches!(context, Context::Quoted(_)) || numeric_prefix =>
+        {
             // `' order by 3--`, `1 group by 2`
             let column = matches!(
                 at(k + 2),
@@ -960,22 +1198,35 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             if at(k + 1) == Some(Kind::Word(Kw::By))
                 && column
                 && end
-                && (context == Context::Quoted || ends_in_comment || at(k + 2) == Some(Kind::Num))
+                && (matches!(context, Context::Quoted(_))
+                    || ends_in_comment
+                    || matches!(at(k + 2), Some(Kind::Num | Kind::Func(Kw::ProbeFn))))
             {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Word(Kw::Where | Kw::Having))
-            if context == Context::Quoted || numeric_prefix =>
-        {
+        Some(Kind::Word(Kw::Where | Kw::Having)) => {
+            // After a name too: `id having (1 or true)`, a condition of constants alone.
             if let Some(tail) = expression(t, k)
-                && tail.comparison
+                && (tail.comparison && (matches!(context, Context::Quoted(_)) || numeric_prefix)
+                    || tail.constant_logic && tail.end == t.len())
             {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
+        }
+        // `1) from users where name=`: the rest of a sub-query.
+        Some(Kind::Word(Kw::From))
+            if numeric_prefix
+                && k > 0
+                && at(k - 1) == Some(Kind::RParen)
+                && matches!(at(k + 1), Some(Kind::Word(Kw::Ident | Kw::Schema)))
+                && at(k + 2) == Some(Kind::Word(Kw::Where)) =>
+        {
+            hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
         }
         Some(Kind::Word(Kw::Limit))
-            if (context == Context::Quoted || numeric_prefix) && at(k + 1) == Some(Kind::Num) =>
+            if (matches!(context, Context::Quoted(_)) || numeric_prefix)
+                && at(k + 1) == Some(Kind::Num) =>
         {
             if matches!(
                 at(k + 2),
@@ -984,35 +1235,52 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Word(Kw::Into)) if context == Context::Quoted || numeric_prefix => {
+        Some(Kind::Word(Kw::Into)) if matches!(context, Context::Quoted(_)) || numeric_prefix => {
             if matches!(at(k + 1), Some(Kind::Var | Kind::Word(Kw::Outfile))) {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
         // `',NULL,NULL) waitfor ...`, `', 'x') union ...`: closing an argument list.
         Some(Kind::Comma)
-            if context == Context::Quoted
+            if matches!(context, Context::Quoted(_))
                 && at(k + 1).is_some_and(is_literal)
                 && t.iter().skip(k).any(|&x| x == Kind::RParen) =>
         {
-            hit(hits, &rules::SQLI_BREAKOUT_OPERATOR, breakout);
+            let rule = if ends_in_comment {
+                &rules::SQLI_BREAKOUT_EXPR
+            } else {
+                &rules::SQLI_BREAKOUT_OPERATOR
+            };
+            hit(hits, rule, breakout);
         }
-        Some(first) if is_binary_operator(first) => {
+        Some(first) if is_binary_operator(first) || negated_operator(t, k) => {
             let Some(tail) = expression(t, k) else {
                 return;
             };
             let terminated = ends_in_comment && tail.end == t.len();
             let logic = first == Kind::Logic;
             match context {
-                Context::Quoted => {
+                Context::Quoted(quote) => {
                     // `"&page=1&ref=x`: a query string after a quote reads as bitwise AND.
                     let query_string = first == Kind::Op && view[pos[k]..].starts_with('&');
+                    // `' || '`, `a' div 'b`: an operator between the application's string and
+                    // one its own closing quote completes. Prose and searches quote words in
+                    // double quotes (`"like" stamp`), so there it takes two operands.
+                    let reopened = tail.open_string.is_some_and(|i| {
+                        view.as_bytes()[pos[i]] == quote
+                            && (quote == b'\''
+                                || logic && (tail.operands >= 2 || tail.unary)
+                                // `"-"`: a symbol, and the value ends at the reopening quote.
+                                || k + 2 == t.len()
+                                    && pos[i] + 1 == view.len()
+                                    && !view.as_bytes()[pos[k]].is_ascii_alphabetic())
+                    });
                     let strong = tail.comparison && !query_string
                         || tail.call
                         || terminated
                         || tail.subquery
                         || logic && tail.numeric_operand
-                        || logic && tail.open_string && tail.operands >= 2;
+                        || reopened;
                     if strong {
                         hit(hits, &rules::SQLI_BREAKOUT_EXPR, breakout);
                     } else {
@@ -1021,6 +1289,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                 }
                 Context::Bare
                     if tail.logic
+                        && (!call_prefix || tail.comparison)
                         && (tail.comparison
                             && (numeric_prefix || terminated || tail.literal_comparison)
                             || tail.call
@@ -1028,6 +1297,21 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                             || terminated && numeric_prefix) =>
                 {
                     hit(hits, &rules::SQLI_TAUTOLOGY, k)
+                }
+                // `and 1`, `or true`: the whole value continues the application's condition
+                // with a constant.
+                Context::Bare
+                    if k == 0
+                        && logic
+                        && tail.operands == 1
+                        && tail.numeric_operand
+                        && tail.end == t.len() =>
+                {
+                    hit(hits, &rules::SQLI_TAUTOLOGY, k)
+                }
+                // `1 - ord('a')`: arithmetic on the application's number with an SQL function.
+                Context::Bare if k > 0 && numeric_prefix && !tail.logic && tail.sql_call => {
+                    hit(hits, &rules::SQLI_BOOLEAN_FN, k)
                 }
                 Context::Bare if tail.logic && numeric_prefix => {
                     hit(hits, &rules::SQLI_NUMERIC_LOGIC, k)
@@ -1037,6 +1321,65 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
         }
         _ => {}
     }
+}
+
+/// Whether `n, n` (numbers or NULLs) starts within `within` tokens from `from`: the column
+/// list of a UNION-based injection.
+fn numeric_list(t: &[Kind], from: usize, within: usize) -> bool {
+    let item = |k: &Kind| matches!(k, Kind::Num | Kind::Word(Kw::Null));
+    t.get(from..)
+        .unwrap_or_default()
+        .windows(3)
+        .take(within)
+        .any(|w| item(&w[0]) && w[1] == Kind::Comma && item(&w[2]))
+}
+
+/// `-1 union`, `1/1/**/union`: a number (negative, computed or followed by comments) and a
+/// UNION that ends the value, the probe that precedes a UNION-based injection.
+fn union_probe(t: &[Kind], union: usize, commented: bool) -> bool {
+    let mut j = usize::from(t.first() == Some(&Kind::Sign));
+    if t.get(j) != Some(&Kind::Num) {
+        return false;
+    }
+    j += 1;
+    while matches!(t.get(j), Some(Kind::Op | Kind::Sign)) && t.get(j + 1) == Some(&Kind::Num) {
+        j += 2;
+    }
+    j == union
+        && (union > 1 || commented)
+        && t[union..]
+            .iter()
+            .all(|k| matches!(k, Kind::Word(Kw::Union) | Kind::Func(Kw::Union)))
+}
+
+/// Tokens that join an operand to SQL around it.
+fn joins_sql(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::LParen
+            | Kind::Comma
+            | Kind::Cmp
+            | Kind::Logic
+            | Kind::Op
+            | Kind::Sign
+            | Kind::Word(Kw::Select | Kw::Like | Kw::Is | Kw::In | Kw::Between)
+    )
+}
+
+/// The SQL name that starts at `at`.
+fn word_at(view: &str, at: usize) -> &str {
+    let rest = &view.as_bytes()[at..];
+    let len = rest.iter().take_while(|b| is_word_byte(**b)).count();
+    &view[at..at + len]
+}
+
+/// `NOT LIKE`, `NOT BETWEEN`, `NOT IN` at `t[i]`.
+fn negated_operator(t: &[Kind], i: usize) -> bool {
+    t.get(i) == Some(&Kind::Word(Kw::Not))
+        && matches!(
+            t.get(i + 1),
+            Some(Kind::Word(Kw::Like | Kw::Between | Kw::In))
+        )
 }
 
 fn is_binary_operator(kind: Kind) -> bool {
@@ -1062,8 +1405,14 @@ struct Tail {
     numeric_operand: bool,
     logic: bool,
     operands: usize,
-    /// Ends with a string the application's own closing quote completes.
-    open_string: bool,
+    /// Ends with a string the application's own closing quote completes: its index.
+    open_string: Option<usize>,
+    /// A call of a function SQL knows.
+    sql_call: bool,
+    /// A unary operator before an operand: `or !"0`.
+    unary: bool,
+    /// Parentheses that hold constants joined by logic: `(1 or true)`.
+    constant_logic: bool,
 }
 
 /// Parses `op operand (op operand)*` from `t[k]` (the first operator) and returns what it
@@ -1075,6 +1424,9 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
     let mut last_operand = None;
     loop {
         // An operator (or the clause keyword that starts the expression).
+        if negated_operator(t, j) {
+            j += 1;
+        }
         match t.get(j) {
             None if j > k => break,
             Some(Kind::Cmp) => {
@@ -1087,7 +1439,8 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                 if t.get(n) == Some(&Kind::Word(Kw::Not)) {
                     n += 1;
                 }
-                if !matches!(t.get(n), Some(Kind::Word(Kw::Null | Kw::Bool))) {
+                // MySQL reads `is 0` too, as `is false`.
+                if !matches!(t.get(n), Some(Kind::Word(Kw::Null | Kw::Bool) | Kind::Num)) {
                     return None;
                 }
                 tail.comparison = true;
@@ -1101,11 +1454,18 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                 // LIKE compares, but `"x" LIKE "y"` is also how people quote a word.
                 tail.comparison |= t[..j].contains(&Kind::Logic);
                 j += 1;
+                // `SOUNDS LIKE`
+                if t.get(j) == Some(&Kind::Word(Kw::Like)) {
+                    j += 1;
+                }
             }
             Some(Kind::Logic) => {
                 tail.logic = true;
                 j += 1;
             }
+            // `' or 1=1 –`: a dash (typographic, folded or single) where a comment was meant,
+            // ending the value.
+            Some(Kind::Other | Kind::Sign) if j > k && j + 1 == t.len() => break,
             Some(Kind::Op | Kind::Sign | Kind::Word(Kw::Where | Kw::Having)) => j += 1,
             Some(
                 Kind::Semi
@@ -1116,17 +1476,23 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
             ) if j > k => break,
             _ => return None,
         }
-        while matches!(t.get(j), Some(Kind::Word(Kw::Not) | Kind::Sign)) {
+        while matches!(
+            t.get(j),
+            Some(Kind::Word(Kw::Not | Kw::Binary) | Kind::Sign)
+        ) {
+            tail.unary = true;
             j += 1;
         }
         // An operand.
         let operand = *t.get(j)?;
+        // What the operand is for the comparison: `(3)` is the number 3.
+        let mut value = operand;
         match operand {
             Kind::Str { closed: false } => {
                 if j + 1 != t.len() {
                     return None;
                 }
-                tail.open_string = true;
+                tail.open_string = Some(j);
                 j += 1;
             }
             Kind::Num | Kind::Var => {
@@ -1140,12 +1506,29 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                 | Kw::Bool
                 | Kw::Schema
                 | Kw::ProbeFn
+                | Kw::InfoFn
                 | Kw::CharFn
                 | Kw::DangerousFn,
             ) => {
+                if matches!(operand, Kind::Word(Kw::Null | Kw::Bool)) {
+                    tail.numeric_operand = true;
+                }
                 j += 1;
                 while t.get(j) == Some(&Kind::Dot) && matches!(t.get(j + 1), Some(Kind::Word(_))) {
                     j += 2;
+                }
+                if matches!(operand, Kind::Str { .. }) {
+                    // `'a' 'b'`: adjacent strings are one string in MySQL.
+                    while let Some(&Kind::Str { closed }) = t.get(j) {
+                        if !closed {
+                            if j + 1 != t.len() {
+                                return None;
+                            }
+                            tail.open_string = Some(j);
+                        }
+                        tail.operands += 1;
+                        j += 1;
+                    }
                 }
             }
             Kind::Func(_) | Kind::LParen => {
@@ -1158,12 +1541,29 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
                     tail.subquery = true;
                 }
                 tail.call |= matches!(operand, Kind::Func(_));
+                tail.sql_call |= matches!(operand, Kind::Func(kw) if kw != Kw::Ident);
                 let open = if operand == Kind::LParen { j } else { j + 1 };
                 let close = skip_parens(t, open);
                 // What the parentheses hold counts too: `' or ('a'='a`.
                 let inner = &t[open.min(close)..close];
                 tail.comparison |= inner.contains(&Kind::Cmp);
                 tail.call |= inner.iter().any(|k| matches!(k, Kind::Func(_)));
+                let signed = usize::from(t.get(open + 1) == Some(&Kind::Sign));
+                if operand == Kind::LParen
+                    && close == open + 3 + signed
+                    && is_literal(t[open + 1 + signed])
+                {
+                    value = t[open + 1 + signed];
+                    tail.numeric_operand |= !matches!(value, Kind::Str { .. });
+                }
+                if operand == Kind::LParen && close > open + 1 {
+                    let held = &t[open + 1..close - 1];
+                    tail.constant_logic |= held.contains(&Kind::Logic)
+                        && held.iter().all(|&k| {
+                            is_literal(k) && !matches!(k, Kind::Str { .. })
+                                || matches!(k, Kind::Logic | Kind::Cmp | Kind::Sign)
+                        });
+                }
                 j = close;
             }
             _ => return None,
@@ -1171,11 +1571,11 @@ fn expression(t: &[Kind], k: usize) -> Option<Tail> {
         if let Some(prev) = last_operand
             && tail.comparison
             && is_literal(prev)
-            && is_literal(operand)
+            && is_literal(value)
         {
             tail.literal_comparison = true;
         }
-        last_operand = Some(operand);
+        last_operand = Some(value);
         tail.operands += 1;
     }
     tail.end = j;
@@ -1188,15 +1588,17 @@ struct ExpressionShape {
     operator: bool,
     call: bool,
     string: bool,
+    /// A number, variable, NULL or boolean.
+    literal: bool,
+    /// A column or other name.
+    name: bool,
 }
 
 /// A recursive-descent reading of tokens as one SQL expression: operands (numbers, strings,
 /// variables, names, calls, parenthesized expressions, sub-queries) joined by binary operators.
 /// Depth is bounded and every token is read once, so the cost is linear.
 struct WholeExpression<'a> {
-    view: &'a str,
     t: &'a [Kind],
-    pos: &'a [usize],
 }
 
 const MAX_EXPRESSION_DEPTH: usize = 32;
@@ -1221,14 +1623,26 @@ impl WholeExpression<'_> {
         }
         // Unary operators, and MySQL's `BINARY` cast.
         while matches!(self.t.get(i), Some(Kind::Sign | Kind::Word(Kw::Not)))
-            || self.t.get(i) == Some(&Kind::Word(Kw::Ident))
-                && self.view[self.pos[i]..].starts_with("binary")
+            || self.t.get(i) == Some(&Kind::Word(Kw::Binary))
                 && self.t.get(i + 1).is_some_and(|k| *k != Kind::Comma)
         {
             i += 1;
         }
         match *self.t.get(i)? {
-            Kind::Num | Kind::Var | Kind::Word(Kw::Ident | Kw::Null | Kw::Bool) => Some(i + 1),
+            Kind::Num | Kind::Var | Kind::Word(Kw::Null | Kw::Bool) => {
+                shape.literal = true;
+                Some(i + 1)
+            }
+            Kind::Word(Kw::Ident) => {
+                shape.name = true;
+                Some(i + 1)
+            }
+            Kind::Word(Kw::Case) => self.case(i, depth, shape),
+            // A scalar sub-query inside parentheses: `binary(select 'b')`.
+            Kind::Word(Kw::Select) if i > 0 && self.t[i - 1] == Kind::LParen => {
+                shape.call = true;
+                self.expression(i + 1, depth + 1, shape)
+            }
             Kind::Str { closed: true } => {
                 shape.string = true;
                 Some(i + 1)
@@ -1254,6 +1668,30 @@ impl WholeExpression<'_> {
             }
             _ => None,
         }
+    }
+
+    /// `CASE [x] WHEN a THEN b [WHEN ...] [ELSE c] END` from its `CASE`.
+    fn case(&self, i: usize, depth: usize, shape: &mut ExpressionShape) -> Option<usize> {
+        let mut j = i + 1;
+        if self.t.get(j) != Some(&Kind::Word(Kw::When)) {
+            j = self.expression(j, depth + 1, shape)?;
+        }
+        let mut arms = 0;
+        while self.t.get(j) == Some(&Kind::Word(Kw::When)) {
+            j = self.expression(j + 1, depth + 1, shape)?;
+            if self.t.get(j) != Some(&Kind::Word(Kw::Then)) {
+                return None;
+            }
+            j = self.expression(j + 1, depth + 1, shape)?;
+            arms += 1;
+        }
+        if arms == 0 {
+            return None;
+        }
+        if self.t.get(j) == Some(&Kind::Word(Kw::Else)) {
+            j = self.expression(j + 1, depth + 1, shape)?;
+        }
+        (self.t.get(j) == Some(&Kind::Word(Kw::End))).then_some(j + 1)
     }
 
     /// A call's arguments from after its `(`: nothing, or expressions separated by commas.
@@ -1287,6 +1725,18 @@ fn skip_parens(t: &[Kind], open: usize) -> usize {
     t.len()
 }
 
+/// A comment of nothing but its markers and spaces, or one that only hides the query from the
+/// log (`-- sp_password`).
+fn comment_is_empty(text: &[u8]) -> bool {
+    let body = text
+        .strip_prefix(b"--")
+        .or_else(|| text.strip_prefix(b"/*"))
+        .or_else(|| text.strip_prefix(b"#"))
+        .unwrap_or(text);
+    let body = body.strip_suffix(b"*/").unwrap_or(body);
+    body.iter().all(|b| is_space(*b)) || crate::find(body, b"sp_password").is_some()
+}
+
 /// `--` and `#` cut the line when followed by a space or nothing; `/*` always opens a comment.
 fn comment_is_terminator(view: &str, token: &Token) -> bool {
     let text = &view.as_bytes()[token.start..token.end];
@@ -1296,7 +1746,8 @@ fn comment_is_terminator(view: &str, token: &Token) -> bool {
     if text.starts_with(b"--") {
         return text
             .get(2)
-            .is_none_or(|b| is_space(*b) || matches!(b, b'-' | b'#' | b'\''));
+            .is_none_or(|b| is_space(*b) || matches!(b, b'-' | b'#' | b'\''))
+            || text[2..].starts_with(b"sp_password");
     }
     // `#` comments in MySQL only; prose uses `#` too, so only a `#` that ends the line counts.
     text.get(1)
@@ -1333,14 +1784,19 @@ fn select_is_sql(t: &[Kind], i: usize) -> bool {
         ),
         Some(Kind::Word(_)) => {
             // A column list: names separated by commas, then `from` and a table name.
-            let mut k = j + 1;
-            let mut items = 1;
-            while k + 1 < t.len() && t[k] == Kind::Comma {
-                k += 2;
-                items += 1;
-            }
-            if t.get(k) == Some(&Kind::Dot) {
+            if t.get(j + 1) == Some(&Kind::Dot) {
                 return true;
+            }
+            let Some(mut k) = select_item(t, j) else {
+                return garbled_select_list(t, j);
+            };
+            let mut items = 1;
+            while t.get(k) == Some(&Kind::Comma) {
+                let Some(next) = select_item(t, k + 1) else {
+                    return garbled_select_list(t, j);
+                };
+                k = next;
+                items += 1;
             }
             t.get(k) == Some(&Kind::Word(Kw::From))
                 && matches!(t.get(k + 1), Some(Kind::Word(_)))
@@ -1356,8 +1812,53 @@ fn select_is_sql(t: &[Kind], i: usize) -> bool {
                         )
                     )
                     || t.get(k + 2) == Some(&Kind::Word(Kw::Where)) && t.get(k + 3).is_some())
+                || garbled_select_list(t, j)
         }
         _ => false,
+    }
+}
+
+/// `select a,f(((1)),2 from t where`: a list whose parentheses do not balance, with a number
+/// or a call, still followed by `from name where`.
+fn garbled_select_list(t: &[Kind], j: usize) -> bool {
+    let window = &t[j..t.len().min(j + 32)];
+    let Some(from) = window.iter().position(|k| *k == Kind::Word(Kw::From)) else {
+        return false;
+    };
+    let list = &window[..from];
+    list.contains(&Kind::Comma)
+        && list.iter().any(|k| matches!(k, Kind::Num | Kind::Func(_)))
+        && window.get(from + 1) == Some(&Kind::Word(Kw::Ident))
+        && window.get(from + 2) == Some(&Kind::Word(Kw::Where))
+}
+
+/// One item of a select list from `t[j]`: operands (names, literals, calls, parentheses)
+/// joined by arithmetic. The index after it.
+fn select_item(t: &[Kind], mut j: usize) -> Option<usize> {
+    loop {
+        while t.get(j) == Some(&Kind::Sign) {
+            j += 1;
+        }
+        j = match *t.get(j)? {
+            Kind::Word(Kw::Ident | Kw::Null | Kw::Bool | Kw::Schema)
+            | Kind::Num
+            | Kind::Str { .. }
+            | Kind::Var => {
+                let mut n = j + 1;
+                while t.get(n) == Some(&Kind::Dot) && matches!(t.get(n + 1), Some(Kind::Word(_))) {
+                    n += 2;
+                }
+                n
+            }
+            Kind::Func(_) => skip_parens(t, j + 1),
+            Kind::LParen => skip_parens(t, j),
+            _ => return None,
+        };
+        if matches!(t.get(j), Some(Kind::Op | Kind::Sign)) {
+            j += 1;
+        } else {
+            return Some(j);
+        }
     }
 }
 
@@ -1389,9 +1890,28 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
                 ) && t.get(i + 2).is_none()
             } else if word.starts_with("begin") {
                 matches!(t.get(i + 1), Some(Kind::Word(Kw::Statement)))
+            } else if word.starts_with("load") {
+                // `load data infile`, `load xml local infile`
+                (i + 1..t.len().min(i + 5)).any(|j| word_at(view, pos[j]) == "infile")
+            } else if word.starts_with("call") {
+                matches!(t.get(i + 1), Some(Kind::Func(_)))
+            } else if word.starts_with("drop") || word.starts_with("truncate") {
+                // `; drop users --`: a name and the end of the statement.
+                matches!(t.get(i + 1), Some(Kind::Word(Kw::Ident)))
+                    && matches!(t.get(i + 2), None | Some(Kind::Semi))
+                    || data_statement(view, t, pos, i)
             } else {
                 data_statement(view, t, pos, i)
             }
+        }
+        // `; do (1=1)`
+        Kind::Func(Kw::Ident) => word_at(view, pos[i]) == "do",
+        // `; if 1=1 shutdown`, `; while 1=1 ...`, `; if exists (`
+        Kind::Word(Kw::ProbeFn | Kw::Ident) if matches!(word_at(view, pos[i]), "if" | "while") => {
+            matches!(t.get(i + 1), Some(Kind::Num | Kind::Word(Kw::Not)))
+                && t.get(i + 2) == Some(&Kind::Cmp)
+                || matches!(t.get(i + 1), Some(Kind::Func(Kw::Ident)))
+                    && word_at(view, pos[i + 1]) == "exists"
         }
         _ => false,
     }
@@ -1409,11 +1929,31 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
             && after == Some(&Kind::Word(Kw::Statement))
             && t.get(i + 3).is_some()
             && view[pos[i + 2]..].starts_with("set")
-    } else if word.starts_with("delete") {
-        next == Some(&Kind::Word(Kw::From))
+    } else if word.starts_with("backup") {
+        // `backup database master to disk='\\host\share\x.bak'`
+        matches!(next, Some(Kind::Word(_)))
+            && matches!(word_at(view, pos[i + 1]), "database" | "log")
             && matches!(after, Some(Kind::Word(_)))
+            && t.get(i + 3)
+                .is_some_and(|_| matches!(word_at(view, pos[i + 3]), "to"))
+    } else if word.starts_with("grant") || word.starts_with("revoke") {
+        // `grant connect to name`, `revoke all on t from u`
+        matches!(next, Some(Kind::Word(_)))
+            && (i + 2..t.len().min(i + 6))
+                .any(|j| matches!(word_at(view, pos[j]), "to" | "on" | "from"))
+    } else if word.starts_with("delete") {
+        // `delete low_priority quick ignore from t`
+        let mut j = i + 1;
+        while j < i + 4
+            && t.get(j) == Some(&Kind::Word(Kw::Ident))
+            && ["low_priority", "quick", "ignore"].contains(&word_at(view, pos[j]))
+        {
+            j += 1;
+        }
+        t.get(j) == Some(&Kind::Word(Kw::From))
+            && matches!(t.get(j + 1), Some(Kind::Word(_)))
             && matches!(
-                t.get(i + 3),
+                t.get(j + 2),
                 None | Some(Kind::Word(Kw::Where) | Kind::Semi)
             )
     } else if word.starts_with("drop")
@@ -1489,6 +2029,72 @@ mod tests {
     }
 
     #[test]
+    fn fragments_and_probes_are_found() {
+        for attack in [
+            // An operator between the application's string and a reopened one.
+            "x' || 'y",
+            "abc' div 'd",
+            "5' xor '0",
+            "k'*col is \\N or '1",
+            "'or not true #x",
+            "1\"or!\"2",
+            "\"+\"",
+            // A doubled quote is an escaped one; the breakout comes after it.
+            "o''brien' and (select 1)=1--",
+            // UNION probes and column lists.
+            "-7 union",
+            "3/1/**/union",
+            "-9 union 1,2,3--",
+            "x' union(select pass from accounts)",
+            "-5 union all select top 1 name,11,12 from accounts--",
+            "-2.5 union select 'marker'--",
+            // Information functions, blind extraction, conditions of constants.
+            "len(database())",
+            "database() like 'a%'",
+            "ord(mid(passwd,2,1))",
+            "case when 3>2 then 1 else 0 end",
+            "foo AND (7)=(7)",
+            "2 and 4 not between 1 and 3",
+            "floor(pi()) and cos(0)=1",
+            "name having (2 or false)",
+            "iif(5=6,1,1/0)",
+            "9 - ascii('b')",
+            // Statements and clauses.
+            "7; delete quick from accounts",
+            "4;load data infile '/etc/passwd'",
+            "9;call proc(@x)",
+            "12;drop audit --",
+            "'; if 2=2 shutdown--",
+            "3;do (2=2)",
+            "x' declare @v varchar(10)",
+            "1; grant all on db to guest",
+            "backup database prod to disk='\\\\h\\s\\x.bak'",
+            "2 into outfile('/tmp/x')",
+            "1 order by ifnull(0,id)",
+            "8,9 order by 3",
+            "(select login-1 from accounts limit 2,1)",
+            "select a,cos(b),3 from t where",
+            "select a,cos(((b)),3 from t where",
+            "4) from accounts where login=",
+            "'9' or '9'='9",
+            ") or ('a'='a",
+            // Comments that cut the query, typeset dashes, versioned comments.
+            "77--",
+            "@@hostname /*",
+            "17;-- ",
+            "' or 2=2 \u{2013}",
+            "8 /*!12345 or 1 */",
+            // Probes for a query error.
+            "'",
+            "7'",
+            "\"",
+            "and 1",
+        ] {
+            assert!(sqli(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
     fn ordinary_text_is_left_alone() {
         for benign in [
             "O'Brien",
@@ -1514,6 +2120,16 @@ mod tests {
             "(note) --",
             "Thanks -- M.",
             "as requested, where possible",
+            "O''Brien",
+            "Local 705 union",
+            "\"like\" stamp",
+            "SMALL \"&\" SIGN",
+            "in case when needed",
+            "1 or 2",
+            "the version() call in node",
+            "Save() and Exit()",
+            "/*! jQuery v3.7 */",
+            "12 inch",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }

@@ -242,7 +242,10 @@ pub(crate) const JS_SINKS: &[&str] = &[
     "print(",
 ];
 
-pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
+/// `in_url`: the value came in the path, the query, a header or a cookie, where markup has no
+/// business and any tag or comment is refused at paranoia level 1; in a body (where rich
+/// text lives) only script-running markup is, and plain tags count at level 2.
+pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
     let bytes = view.as_bytes();
     if shape.has(b'<') {
@@ -251,7 +254,7 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
             let at = i + off;
             // Every `<` is read as a tag start, also one inside another tag's attribute value
             // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
-            tag(view, at, hits);
+            tag(view, at, in_url, hits);
             i = at + 1;
         }
     }
@@ -280,12 +283,17 @@ fn is_html_space(b: u8) -> bool {
 }
 
 /// Reads a tag starting at `<`; returns where scanning continues.
-fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
+fn tag(view: &str, at: usize, in_url: bool, hits: &mut Hits) -> usize {
     let bytes = view.as_bytes();
     let mut i = at + 1;
     if bytes.get(i) == Some(&b'!') {
         if view[i..].starts_with("!--") || view[i..].starts_with("![cdata[") {
-            hits.add(&rules::XSS_HTML_COMMENT, view, at);
+            let rule = if in_url {
+                &rules::XSS_URL_MARKUP
+            } else {
+                &rules::XSS_HTML_COMMENT
+            };
+            hits.add(rule, view, at);
         }
         return i;
     }
@@ -329,6 +337,8 @@ fn tag(view: &str, at: usize, hits: &mut Hits) -> usize {
     }
     if active {
         hits.add(&rules::XSS_SCRIPT_TAG, view, at);
+    } else if in_url {
+        hits.add(&rules::XSS_URL_MARKUP, view, at);
     } else {
         hits.add(&rules::XSS_HTML_TAG, view, at);
     }
@@ -564,7 +574,8 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_support::families;
+    use crate::Location;
+    use crate::test_support::{families, families_at};
 
     fn xss(input: &str) -> bool {
         families(input, 1).contains(&"xss")
@@ -614,11 +625,28 @@ mod tests {
             "print this page",
             "alerts (3) pending",
             "the function evaluates(x)",
-            "<b>bold</b> text",
-            "<span style=\"color:red\">warning</span>",
             "set the background with url(image.png) in your stylesheet",
         ] {
             assert!(!xss(benign), "false positive: {benign}");
+        }
+    }
+
+    #[test]
+    fn plain_markup_is_refused_in_urls_and_allowed_in_bodies() {
+        for markup in [
+            "<b>bold</b> text",
+            "<span style=\"color:red\">warning</span>",
+            "<a href=\"http://attacker.example/\">click</a>",
+            "<h1>INJECTED</h1>",
+            "<!-- IE 6-9 -->",
+            "<![CDATA[x]]>",
+        ] {
+            assert!(xss(markup), "markup in a query passed: {markup}");
+            let in_body = families_at(markup, Location::BodyValue, 1);
+            assert!(
+                !in_body.contains(&"xss"),
+                "markup in a body refused: {markup}"
+            );
         }
     }
 }

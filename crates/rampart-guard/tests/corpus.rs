@@ -35,15 +35,15 @@ fn default_policy_meets_the_floors_on_the_shared_corpus() {
         "libinj-fp {:.4}",
         false_positives("libinj-fp")
     );
-    // Detection: at or above CRS 3.3.4 paranoia level 2 measured here for cmdi, traversal
-    // and lfi (85.9%, 98.6%, 87.8%); sqli and xss are held at what they reach now, below
-    // CRS PL2 (99.7%, 90.9%).
+    // Detection: above CRS 3.3.4 paranoia level 2 measured here for cmdi, traversal, lfi and
+    // xss (85.9%, 98.6%, 87.8%, 90.85%); sqli is held at what it reaches now, below CRS PL2
+    // (99.74%).
     for (family, floor) in [
         ("cmdi", 0.859),
         ("traversal", 0.986),
         ("lfi", 0.878),
-        ("sqli", 0.974),
-        ("xss", 0.88),
+        ("sqli", 0.996),
+        ("xss", 0.9086),
     ] {
         assert!(
             detection(family) >= floor,
