@@ -63,7 +63,10 @@ pub(crate) fn inspect(
     }
     match kind {
         BodyKind::Form => {
-            crate::form::for_each_pair(body, |name, value| {
+            // Raw bytes that are not UTF-8 are replaced before the pairs are split; form
+            // encoding writes text as escapes, so a valid form loses nothing.
+            let text = String::from_utf8_lossy(body);
+            crate::form::for_each_pair(&text, |name, value| {
                 policy.inspect_value(Location::BodyName, name, name, report);
                 policy.inspect_value(Location::BodyValue, name, value, report);
             });

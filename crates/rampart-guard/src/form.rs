@@ -1,25 +1,32 @@
 //! `application/x-www-form-urlencoded` pairs decoded as `form_urlencoded` does (`+` is a space,
 //! `%XX` a byte, a `%` that starts no escape stays, invalid UTF-8 is replaced), into two
-//! buffers reused from pair to pair; a part with nothing to decode is borrowed.
+//! buffers reused from pair to pair. The input is text already: a part with nothing to decode
+//! is borrowed as it is, and only decoded parts are checked for UTF-8.
 
 use std::borrow::Cow;
 
 use crate::decode::hex_at;
 
-pub(crate) fn for_each_pair(input: &[u8], mut each: impl FnMut(&str, &str)) {
+pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, &str)) {
     let mut name_buffer = Vec::new();
     let mut value_buffer = Vec::new();
+    // Parts are short: plain loops find their separators sooner than a vectorized search
+    // is set up. `&` and `=` are ASCII, so every cut is a character boundary.
+    let bytes = input.as_bytes();
     let mut start = 0;
-    while start <= input.len() {
-        let end = memchr::memchr(b'&', &input[start..]).map_or(input.len(), |o| start + o);
+    while start <= bytes.len() {
+        let end = bytes[start..]
+            .iter()
+            .position(|&b| b == b'&')
+            .map_or(bytes.len(), |o| start + o);
         let pair = &input[start..end];
         start = end + 1;
         if pair.is_empty() {
             continue;
         }
-        let (name, value) = match memchr::memchr(b'=', pair) {
+        let (name, value) = match pair.bytes().position(|b| b == b'=') {
             Some(at) => (&pair[..at], &pair[at + 1..]),
-            None => (pair, &[][..]),
+            None => (pair, ""),
         };
         let name = decode(name, &mut name_buffer);
         let value = decode(value, &mut value_buffer);
@@ -27,18 +34,19 @@ pub(crate) fn for_each_pair(input: &[u8], mut each: impl FnMut(&str, &str)) {
     }
 }
 
-fn decode<'a>(part: &'a [u8], buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
-    let Some(first) = memchr::memchr2(b'+', b'%', part) else {
-        return utf8_lossy(part);
+fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
+    let bytes = part.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'+' || b == b'%') else {
+        return Cow::Borrowed(part);
     };
     buffer.clear();
-    buffer.extend_from_slice(&part[..first]);
+    buffer.extend_from_slice(&bytes[..first]);
     let mut i = first;
-    while i < part.len() {
-        match part[i] {
+    while i < bytes.len() {
+        match bytes[i] {
             b'+' => buffer.push(b' '),
             b'%' => {
-                if let (Some(high), Some(low)) = (hex_at(part, i + 1), hex_at(part, i + 2)) {
+                if let (Some(high), Some(low)) = (hex_at(bytes, i + 1), hex_at(bytes, i + 2)) {
                     buffer.push(high << 4 | low);
                     i += 3;
                     continue;
@@ -49,13 +57,9 @@ fn decode<'a>(part: &'a [u8], buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
         }
         i += 1;
     }
-    utf8_lossy(buffer)
-}
-
-fn utf8_lossy(bytes: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(bytes) {
+    match std::str::from_utf8(buffer) {
         Ok(text) => Cow::Borrowed(text),
-        Err(_) => String::from_utf8_lossy(bytes),
+        Err(_) => String::from_utf8_lossy(buffer),
     }
 }
 
@@ -65,9 +69,7 @@ mod tests {
 
     fn pairs(input: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for_each_pair(input.as_bytes(), |n, v| {
-            out.push((n.to_owned(), v.to_owned()))
-        });
+        for_each_pair(input, |n, v| out.push((n.to_owned(), v.to_owned())));
         out
     }
 

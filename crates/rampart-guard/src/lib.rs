@@ -417,7 +417,7 @@ impl Policy {
     /// A query string: each argument name and value, URL-decoded once as an application
     /// would see them (the pipeline decodes further).
     pub fn inspect_query(&self, query: &str, report: &mut Report) {
-        form::for_each_pair(query.as_bytes(), |name, value| {
+        form::for_each_pair(query, |name, value| {
             self.inspect_value(Location::QueryName, name, name, report);
             self.inspect_value(Location::QueryValue, name, value, report);
         });
