@@ -424,8 +424,12 @@ impl<'a> Lexer<'a> {
     fn next_token(&mut self) -> Option<Token> {
         let s = self.s;
         loop {
-            while self.pos < s.len() && is_space(s[self.pos]) {
-                self.pos += 1;
+            // U+FFFD, where decoding met a byte that is no text (`1%A0union`), separates
+            // words as a space does: a byte some databases read as whitespace.
+            while self.pos < s.len()
+                && (is_space(s[self.pos]) || s[self.pos..].starts_with("\u{fffd}".as_bytes()))
+            {
+                self.pos += if is_space(s[self.pos]) { 1 } else { 3 };
             }
             if self.pos >= s.len() {
                 return None;
@@ -926,7 +930,16 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             Kind::Func(Kw::InfoFn)
                 if at(i + 1) == Some(Kind::LParen)
                     && at(i + 2) == Some(Kind::RParen)
-                    && (i > 0 && joins_sql(t[i - 1]) || at(i + 3).is_some_and(joins_sql)) =>
+                    && (i > 0 && joins_sql(t[i - 1])
+                        || at(i + 3).is_some_and(|k| {
+                            joins_sql(k)
+                                || matches!(
+                                    k,
+                                    Kind::Word(
+                                        Kw::From | Kw::Where | Kw::Limit | Kw::Order | Kw::Group
+                                    )
+                                )
+                        })) =>
             {
                 hit(hits, &rules::SQLI_SCHEMA, i)
             }
@@ -991,7 +1004,14 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                     hit(hits, &rules::SQLI_CHAR_CONCAT, i);
                 }
             }
-            Kind::Word(Kw::Select) | Kind::Func(Kw::Select) if select_is_sql(t, i) => {
+            // `(select system_user)` too: a sub-query of one information function.
+            Kind::Word(Kw::Select) | Kind::Func(Kw::Select)
+                if select_is_sql(t, i)
+                    || i > 0
+                        && t[i - 1] == Kind::LParen
+                        && at(i + 1) == Some(Kind::Word(Kw::InfoFn))
+                        && at(i + 2) == Some(Kind::RParen) =>
+            {
                 hit(hits, &rules::SQLI_SELECT, i)
             }
             Kind::Word(Kw::Statement) if data_statement(view, t, pos, i) => {
@@ -1257,7 +1277,13 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             let Some(tail) = expression(t, k) else {
                 return;
             };
-            let terminated = ends_in_comment && tail.end == t.len();
+            // After a breakout any `#` comments out the rest, prose-like or not.
+            let terminated = (ends_in_comment
+                || matches!(context, Context::Quoted(_))
+                    && tokens.last().is_some_and(|tk| {
+                        tk.kind == Kind::Comment && view[tk.start..].starts_with('#')
+                    }))
+                && tail.end == t.len();
             let logic = first == Kind::Logic;
             match context {
                 Context::Quoted(quote) => {
@@ -1295,6 +1321,22 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                             || tail.call
                             || tail.subquery
                             || terminated && numeric_prefix) =>
+                {
+                    hit(hits, &rules::SQLI_TAUTOLOGY, k)
+                }
+                // `1 or 1 group by`: a condition of constants, then a clause.
+                Context::Bare
+                    if k > 0
+                        && numeric_prefix
+                        && logic
+                        && tail.operands == 1
+                        && tail.numeric_operand
+                        && matches!(
+                            at(tail.end),
+                            Some(Kind::Word(
+                                Kw::Group | Kw::Order | Kw::Having | Kw::Limit | Kw::Union
+                            ))
+                        ) =>
                 {
                     hit(hits, &rules::SQLI_TAUTOLOGY, k)
                 }
@@ -2089,6 +2131,11 @@ mod tests {
             "7'",
             "\"",
             "and 1",
+            "5 version() limit 1,1",
+            "x or 2=(select system_user)",
+            "1\u{fffd}union\u{fffd}select\u{fffd}2--",
+            "ab'rlike binary 0#x",
+            "14 or (1) group by x",
         ] {
             assert!(sqli(attack), "missed: {attack}");
         }
@@ -2130,6 +2177,8 @@ mod tests {
             "Save() and Exit()",
             "/*! jQuery v3.7 */",
             "12 inch",
+            "'#hashtag and more",
+            "1 or 2 groups",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }
