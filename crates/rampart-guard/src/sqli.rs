@@ -770,17 +770,27 @@ fn quote_probe(view: &str) -> bool {
     (1..=4).contains(&quotes)
 }
 
-/// `;--`, `; #`, `;/*`: the statement ends and a comment cuts what the query had after it,
-/// wherever it appears (also inside what reads as a comment).
+/// `;--`, `;#`, `; /*`, `'; -- `: the statement ends and a comment cuts what the query had
+/// after it, wherever it appears (also inside what reads as a comment). With a space between
+/// them, as prose puts a dash after a semicolon, the `--` comment must be empty (or `-- -a`)
+/// to count.
 fn terminated_statement(bytes: &[u8]) -> Option<usize> {
     let mut from = 0;
     while let Some(off) = memchr::memchr(b';', &bytes[from..]) {
         let at = from + off;
-        let rest = &bytes[at + 1..];
-        let rest = &rest[rest.iter().take_while(|b| is_space(**b)).count()..];
+        let after = &bytes[at + 1..];
+        let spaces = after.iter().take_while(|b| is_space(**b)).count();
+        let rest = &after[spaces..];
         let comment = rest.starts_with(b"/*")
-            || rest.starts_with(b"--") && rest.get(2).is_none_or(|b| is_space(*b) || *b == b'-')
-            || rest.starts_with(b"#") && rest.get(1).is_none_or(|b| is_space(*b));
+            || rest.starts_with(b"--")
+                && if spaces == 0 {
+                    rest.get(2).is_none_or(|b| is_space(*b) || *b == b'-')
+                } else {
+                    // Nothing, or the `-- -a` that keeps a trailing space from being trimmed.
+                    let tail = rest[2..].trim_ascii();
+                    tail.is_empty() || tail.len() <= 3 && tail[0] == b'-'
+                }
+            || spaces == 0 && rest.starts_with(b"#") && rest.get(1).is_none_or(|b| is_space(*b));
         if comment {
             return Some(at);
         }
@@ -2179,6 +2189,8 @@ mod tests {
             "12 inch",
             "'#hashtag and more",
             "1 or 2 groups",
+            "Delivery took 2-3 days; -- great service",
+            "items; # of units",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }
