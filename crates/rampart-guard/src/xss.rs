@@ -197,6 +197,9 @@ const EVENT_STEMS: &[&str] = &[
     "beforeunload",
 ];
 
+/// Longest computed member name read between `top[` and `](`.
+const MAX_COMPUTED_NAME: usize = 80;
+
 /// Script schemes.
 const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:"];
 
@@ -206,6 +209,13 @@ pub(crate) const JS_PROBE_CALLS: &[&str] = &[
     "alert(",
     "prompt(",
     "confirm(",
+    // Called as a tagged template, or through parentheses.
+    "alert`",
+    "prompt`",
+    "confirm`",
+    "(alert)(",
+    "(prompt)(",
+    "(confirm)(",
     "eval(",
     "settimeout(",
     "setinterval(",
@@ -264,7 +274,7 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     if shape.has(b'=') {
         injected_handlers(view, hits);
     }
-    if shape.any(const { Shape::bytes(b"(.[") })
+    if shape.any(const { Shape::bytes(b"(.[`") })
         && (input.found.has(List::ProbeCall) || input.found.has(List::Sink))
     {
         if let Some((_, pos)) = PROBE_CALL.find_iter(bytes).find(|(_, pos)| {
@@ -272,8 +282,23 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
         }) {
             hits.add(&rules::XSS_JS_CALL, view, pos);
         }
-        if let Some((_, pos)) = SINK.find_iter(bytes).next() {
-            hits.add(&rules::XSS_JS_SINK, view, pos);
+        for (n, (sink, pos)) in SINK.find_iter(bytes).enumerate() {
+            if n == 0 {
+                hits.add(&rules::XSS_JS_SINK, view, pos);
+            }
+            // `top["al"+"ert"](1)`, `self[atob('...')]()`: a global object's member named by
+            // an expression, then called — the way to call a function whose name is filtered.
+            let from = pos + sink.len();
+            if sink.ends_with('[')
+                && crate::find(
+                    &bytes[from..bytes.len().min(from + MAX_COMPUTED_NAME)],
+                    b"](",
+                )
+                .is_some()
+            {
+                hits.add(&rules::XSS_JS_CALL, view, pos);
+                break;
+            }
         }
     }
 }
@@ -570,6 +595,35 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
             }
         }
     }
+    injected_style(view, hits);
+}
+
+/// `' style=x:expression(alert(1)) '`: a `style` attribute that runs script, written after
+/// a quote or a space that leaves the attribute the value was put in.
+fn injected_style(view: &str, hits: &mut Hits) {
+    let bytes = view.as_bytes();
+    let mut from = 0;
+    while let Some(off) = crate::find(&bytes[from..], b"style") {
+        let start = from + off;
+        from = start + 5;
+        let after_break = start > 0
+            && (matches!(bytes[start - 1], b'"' | b'\'' | b'`' | b'/')
+                || is_html_space(bytes[start - 1]))
+            && view[..start].contains(['"', '\'', '`', '>', '/']);
+        let mut i = start + 5;
+        while i < bytes.len() && is_html_space(bytes[i]) {
+            i += 1;
+        }
+        if !after_break || bytes.get(i) != Some(&b'=') {
+            continue;
+        }
+        let value = view[i + 1..].trim_start_matches(['"', '\'', ' ']);
+        let end = value.find(['"', '\'', '>']).unwrap_or(value.len());
+        if style_runs_script(&value[..end]) {
+            hits.add(&rules::XSS_STYLE_SCRIPT, view, start);
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -605,6 +659,11 @@ mod tests {
             "<div style=\"font-family:foo}color=red;\">XXX</div>",
             "<?xml-stylesheet type=\"text/xsl\" href=\"#\"?>",
             "<xsl:stylesheet version=\"1.0\">",
+            "top['al'+'ert'](1)",
+            "self[atob('YWxlcnQ=')](1)",
+            "alert`1`",
+            "(confirm)(1)",
+            "\" style=x:expression(alert(1)) x=\"",
         ] {
             assert!(xss(attack), "missed: {attack}");
         }
@@ -626,6 +685,11 @@ mod tests {
             "alerts (3) pending",
             "the function evaluates(x)",
             "set the background with url(image.png) in your stylesheet",
+            "Severity (alert) level",
+            "top[3] (of 10)",
+            "window[0] is the first frame",
+            "style=modern",
+            "my style: expression(joy)",
         ] {
             assert!(!xss(benign), "false positive: {benign}");
         }
