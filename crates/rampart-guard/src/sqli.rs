@@ -426,10 +426,14 @@ impl<'a> Lexer<'a> {
         loop {
             // U+FFFD, where decoding met a byte that is no text (`1%A0union`), separates
             // words as a space does: a byte some databases read as whitespace.
-            while self.pos < s.len()
-                && (is_space(s[self.pos]) || s[self.pos..].starts_with("\u{fffd}".as_bytes()))
-            {
-                self.pos += if is_space(s[self.pos]) { 1 } else { 3 };
+            while self.pos < s.len() {
+                if is_space(s[self.pos]) {
+                    self.pos += 1;
+                } else if s[self.pos] == 0xef && s[self.pos..].starts_with("\u{fffd}".as_bytes()) {
+                    self.pos += 3;
+                } else {
+                    break;
+                }
             }
             if self.pos >= s.len() {
                 return None;
