@@ -10,8 +10,8 @@ use crate::{Hits, Location, Patterns, View};
 pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
     if shape.any(const { Shape::bytes(b"{<$#") }) {
-        template(view, hits);
-        xml(view, hits);
+        template(view, shape, hits);
+        xml(view, shape, hits);
     }
     if shape.has(b'$') {
         log4shell(view, hits);
@@ -46,7 +46,7 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
 
 /// Template expressions that compute or reach into objects: `{{7*7}}`, `{{config.items()}}`,
 /// `${7*7}`, `#{...}`, `<%= ... %>`, `{% ... %}` with calls, FreeMarker directives.
-fn template(view: &str, hits: &mut Hits) {
+fn template(view: &str, shape: Shape, hits: &mut Hits) {
     let bytes = view.as_bytes();
     for (open, close) in [
         ("{{", "}}"),
@@ -59,6 +59,9 @@ fn template(view: &str, hits: &mut Hits) {
         ("@(", ")"),
         ("[[", "]]"),
     ] {
+        if !shape.has(open.as_bytes()[0]) {
+            continue;
+        }
         let mut from = 0;
         while let Some(off) = crate::find(&bytes[from..], open.as_bytes()) {
             let start = from + off;
@@ -84,6 +87,14 @@ fn template(view: &str, hits: &mut Hits) {
         "th:text",
         "__${",
     ] {
+        // Each marker needs all its punctuation in the value.
+        if !marker
+            .bytes()
+            .filter(u8::is_ascii_punctuation)
+            .all(|b| shape.has(b))
+        {
+            continue;
+        }
         if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
             hits.add(&rules::SSTI_EXPRESSION, view, pos);
             return;
@@ -196,9 +207,13 @@ fn log4shell(view: &str, hits: &mut Hits) {
 }
 
 /// XML that declares entities or a DTD: the prerequisite for XXE and billion-laughs.
-fn xml(view: &str, hits: &mut Hits) {
+fn xml(view: &str, shape: Shape, hits: &mut Hits) {
     let bytes = view.as_bytes();
+    let markup = shape.has(b'<');
     for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
+        if !markup {
+            break;
+        }
         if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
             let rest = &view[pos..];
             if marker != "<!doctype"
@@ -211,11 +226,11 @@ fn xml(view: &str, hits: &mut Hits) {
             }
         }
     }
-    if let Some(pos) = crate::find(bytes, b"<?xml") {
+    if let Some(pos) = markup.then(|| crate::find(bytes, b"<?xml")).flatten() {
         hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = crate::find(bytes, b"<![cdata[") {
+    } else if let Some(pos) = markup.then(|| crate::find(bytes, b"<![cdata[")).flatten() {
         hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = crate::find(bytes, b"%") {
+    } else if let Some(pos) = shape.has(b'%').then(|| crate::find(bytes, b"%")).flatten() {
         // A parameter-entity reference: `%xxe;`.
         let rest = &bytes[pos + 1..];
         let name = rest
