@@ -1,0 +1,58 @@
+//! The inputs of the inspection benchmarks, shared by the criterion bench and the
+//! instruction-count loop (`examples/inspect_loop.rs`, run by `bench/guard-instructions.sh`).
+
+pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
+pub const REFERER: &str = "https://shop.example.com/products/shoes?color=blue&size=42";
+pub const COOKIE: &str = "session=3f9a8c7d6e5b4a3f2e1d0c9b8a7f6e5d; theme=dark; lang=es";
+
+pub fn typical_query() -> String {
+    let pairs = [
+        ("name", "María O'Brien-Smith"),
+        ("email", "maria.obrien@example.com"),
+        ("address", "Calle de Alcalá 42, 3º izquierda, 28014 Madrid"),
+        ("phone", "+34 612 345 678"),
+        (
+            "q",
+            "best union select of running shoes for trail and road, under 120 euros",
+        ),
+        ("page", "3"),
+        ("sort", "price_desc"),
+        ("redirect", "https://shop.example.com/cart?item=1234&qty=2"),
+        (
+            "comment",
+            "Great service -- will order again! Delivery took 2-3 days; packaging was fine.",
+        ),
+        (
+            "session_note",
+            "user prefers email; last order #48213 (shipped) & return pending",
+        ),
+    ];
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        query.append_pair(k, v);
+    }
+    let mut q = query.finish();
+    while q.len() < 1000 {
+        q.push_str("&utm_source=newsletter");
+    }
+    q
+}
+
+pub fn json_body(size: usize) -> String {
+    let mut items = Vec::new();
+    let mut len = 0;
+    let mut i = 0;
+    while len < size {
+        let item = serde_json::json!({
+            "id": i,
+            "title": format!("Order {i} for customer number {}", i * 7),
+            "notes": "Leave the parcel at the door; ring twice. Thanks -- M.",
+            "tags": ["priority", "gift-wrap", "fragile"],
+            "price": 19.99,
+        });
+        len += item.to_string().len() + 1;
+        items.push(item);
+        i += 1;
+    }
+    serde_json::json!({ "orders": items }).to_string()
+}

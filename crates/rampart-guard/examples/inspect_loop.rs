@@ -1,0 +1,42 @@
+//! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body) `N`
+//! times, for counting instructions under cachegrind where timings are too noisy to compare
+//! (`bench/guard-instructions.sh`).
+
+use std::hint::black_box;
+
+use rampart_guard::{GuardConfig, Policy, Report};
+
+#[path = "../benches/inputs/mod.rs"]
+mod inputs;
+use inputs::{COOKIE, REFERER, USER_AGENT, json_body, typical_query};
+
+fn main() {
+    let policy = Policy::new(&GuardConfig::default()).expect("the default policy builds");
+    let iterations: usize = std::env::var("N")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let json = std::env::var_os("JSON").map(|_| json_body(64 * 1024));
+    let query = typical_query();
+    let mut report = Report::default();
+    for _ in 0..iterations {
+        report.clear();
+        match &json {
+            Some(body) => policy
+                .inspect_body(
+                    Some("application/json"),
+                    black_box(body.as_bytes()),
+                    &mut report,
+                )
+                .expect("the benchmark body parses"),
+            None => {
+                policy.inspect_path(black_box("/api/v1/orders/search"), &mut report);
+                policy.inspect_query(black_box(&query), &mut report);
+                policy.inspect_header("user-agent", black_box(USER_AGENT), &mut report);
+                policy.inspect_header("referer", black_box(REFERER), &mut report);
+                policy.inspect_header("cookie", black_box(COOKIE), &mut report);
+            }
+        }
+        assert!(report.is_empty(), "the benchmark inputs are benign");
+    }
+}
