@@ -939,7 +939,12 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             {
                 hit(hits, &rules::SQLI_FILE, i)
             }
-            Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema) => hit(hits, &rules::SQLI_SCHEMA, i),
+            // `dual` is also an English word: only `from dual` is Oracle's table.
+            Kind::Word(Kw::Schema) | Kind::Func(Kw::Schema)
+                if word_at(view, pos[i]) != "dual" || i > 0 && t[i - 1] == Kind::Word(Kw::From) =>
+            {
+                hit(hits, &rules::SQLI_SCHEMA, i)
+            }
             // `length(version())`, `database() like schema()`, `1=user()`
             Kind::Func(Kw::InfoFn)
                 if at(i + 1) == Some(Kind::LParen)
@@ -2193,6 +2198,7 @@ mod tests {
             "12 inch",
             "'#hashtag and more",
             "1 or 2 groups",
+            "dual band router",
             "Delivery took 2-3 days; -- great service",
             "items; # of units",
         ] {
