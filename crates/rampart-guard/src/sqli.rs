@@ -1033,7 +1033,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             {
                 hit(hits, &rules::SQLI_SELECT, i)
             }
-            Kind::Word(Kw::Statement) if data_statement(view, t, pos, i) => {
+            Kind::Word(Kw::Statement) if data_statement(view, t, pos, i, Some(ends_in_comment)) => {
                 hit(hits, &rules::SQLI_STATEMENT, i)
             }
             // `and ascii(substring(...))`, `or (select ...)`
@@ -1960,9 +1960,9 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
                 // `; drop users --`: a name and the end of the statement.
                 matches!(t.get(i + 1), Some(Kind::Word(Kw::Ident)))
                     && matches!(t.get(i + 2), None | Some(Kind::Semi))
-                    || data_statement(view, t, pos, i)
+                    || data_statement(view, t, pos, i, None)
             } else {
-                data_statement(view, t, pos, i)
+                data_statement(view, t, pos, i, None)
             }
         }
         // `; do (1=1)`
@@ -1979,17 +1979,35 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
 }
 
 /// `insert into t values`, `update t set c=`, `delete from t`, `drop table t`.
-fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
+/// `standalone`: the statement was not put after a `;` or a quote, so words alone
+/// (`create user account`, `delete from cart`) are prose; it must show SQL's own syntax (a
+/// value list, `set c =`, a `where` condition, an ending `;` or a comment after it: the
+/// flag). After a `;` or a quote the words are enough.
+fn data_statement(
+    view: &str,
+    t: &[Kind],
+    pos: &[usize],
+    i: usize,
+    standalone: Option<bool>,
+) -> bool {
     let word = &view[pos[i]..];
     let next = t.get(i + 1);
     let after = t.get(i + 2);
+    let strict = standalone.is_some();
+    let ended =
+        |j: usize| t.get(j) == Some(&Kind::Semi) || standalone == Some(true) && t.get(j).is_none();
     if word.starts_with("insert") {
-        next == Some(&Kind::Word(Kw::Into)) && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
+        next == Some(&Kind::Word(Kw::Into))
+            && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
+            && (!strict
+                || matches!(t.get(i + 3), Some(Kind::LParen | Kind::Word(Kw::Select)))
+                || t.get(i + 3).is_some() && word_at(view, pos[i + 3]) == "values")
     } else if word.starts_with("update") {
         matches!(next, Some(Kind::Word(_)))
             && after == Some(&Kind::Word(Kw::Statement))
             && t.get(i + 3).is_some()
             && view[pos[i + 2]..].starts_with("set")
+            && (!strict || t.get(i + 4) == Some(&Kind::Cmp))
     } else if word.starts_with("backup") {
         // `backup database master to disk='\\host\share\x.bak'`
         matches!(next, Some(Kind::Word(_)))
@@ -1997,11 +2015,16 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
             && matches!(after, Some(Kind::Word(_)))
             && t.get(i + 3)
                 .is_some_and(|_| matches!(word_at(view, pos[i + 3]), "to"))
+            && (!strict || t.get(i + 5) == Some(&Kind::Cmp))
     } else if word.starts_with("grant") || word.starts_with("revoke") {
-        // `grant connect to name`, `revoke all on t from u`
+        // `grant connect to name`, `revoke all on t from u`; standalone, `grant x on t to u`.
+        let has = |w: &str| (i + 2..t.len().min(i + 6)).any(|j| word_at(view, pos[j]) == w);
         matches!(next, Some(Kind::Word(_)))
-            && (i + 2..t.len().min(i + 6))
-                .any(|j| matches!(word_at(view, pos[j]), "to" | "on" | "from"))
+            && if strict {
+                has("on") && (has("to") || has("from"))
+            } else {
+                has("to") || has("on") || has("from")
+            }
     } else if word.starts_with("delete") {
         // `delete low_priority quick ignore from t`
         let mut j = i + 1;
@@ -2013,10 +2036,16 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
         }
         t.get(j) == Some(&Kind::Word(Kw::From))
             && matches!(t.get(j + 1), Some(Kind::Word(_)))
-            && matches!(
-                t.get(j + 2),
-                None | Some(Kind::Word(Kw::Where) | Kind::Semi)
-            )
+            && if strict {
+                // `delete from t where a=1`
+                t.get(j + 2) == Some(&Kind::Word(Kw::Where)) && t[j + 3..].contains(&Kind::Cmp)
+                    || ended(j + 2)
+            } else {
+                matches!(
+                    t.get(j + 2),
+                    None | Some(Kind::Word(Kw::Where) | Kind::Semi)
+                )
+            }
     } else if word.starts_with("drop")
         || word.starts_with("truncate")
         || word.starts_with("alter")
@@ -2040,6 +2069,7 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
                 .any(|o| object.starts_with(o))
             }
             && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))
+            && (!strict || ended(i + 3) || matches!(after, Some(Kind::Func(_))))
     } else {
         false
     }
@@ -2199,6 +2229,11 @@ mod tests {
             "'#hashtag and more",
             "1 or 2 groups",
             "dual band router",
+            "create user account",
+            "delete from cart",
+            "insert into basket",
+            "grant access to team",
+            "alter table settings",
             "Delivery took 2-3 days; -- great service",
             "items; # of units",
         ] {
