@@ -757,8 +757,9 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
     hits.sql = scratch;
 }
 
-/// `'`, `1'`, `"`, `' '`, `1\`: nothing but a quote or an escape, perhaps after a number; the
-/// probe that looks for a query error.
+/// `'`, `1'`, `"`, `' '`, `1\`, `;`: nothing but quotes, escapes or a statement end, perhaps
+/// after a number; the probe that looks for a query error. (A backtick alone is left out:
+/// `` 1234` `` is a typo as often as a probe.)
 fn quote_probe(view: &str) -> bool {
     let rest = view
         .trim_start()
