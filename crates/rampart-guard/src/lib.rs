@@ -137,6 +137,11 @@ impl Patterns {
         }
     }
 
+    /// Whether any pattern occurs: the search stops at the first match.
+    pub(crate) fn is_match(&self, haystack: &[u8]) -> bool {
+        self.automaton.is_match(haystack)
+    }
+
     /// Every non-overlapping match: (pattern, start).
     pub(crate) fn find_iter<'h>(
         &'h self,

@@ -371,7 +371,7 @@ static LDAP_FILTER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(LDAP_FIL
 /// JavaScript injected into a MongoDB `$where` or map-reduce: `'; return true; var x='`,
 /// `' && this.password.match(/.*/)//`, `db.users.find()`.
 fn nosql_javascript(compact: &str, view: &str, hits: &mut Hits) {
-    if NOSQL_SCRIPT.find_iter(compact.as_bytes()).next().is_none() {
+    if !NOSQL_SCRIPT.is_match(compact.as_bytes()) {
         return;
     }
     for &marker in NOSQL_SCRIPT_MARKERS {
@@ -406,7 +406,7 @@ fn nosql_javascript(compact: &str, view: &str, hits: &mut Hits) {
 /// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
 /// `*(|(mail=*))`.
 fn ldap(compact: &str, view: &str, hits: &mut Hits) {
-    if LDAP_FILTER.find_iter(compact.as_bytes()).next().is_none() {
+    if !LDAP_FILTER.is_match(compact.as_bytes()) {
         return;
     }
     let b = compact.as_bytes();
