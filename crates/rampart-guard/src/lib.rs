@@ -62,6 +62,9 @@ pub struct Hits {
     evidence: String,
     sql: sqli::Scratch,
     text: String,
+    /// Rules of a higher paranoia level than this are not recorded: a policy that will not
+    /// count them does not pay for their excerpts. `None` records every rule.
+    paranoia: Option<u8>,
 }
 
 #[derive(Debug)]
@@ -76,7 +79,9 @@ pub const EVIDENCE_CHARS: usize = 40;
 
 impl Hits {
     pub(crate) fn add(&mut self, rule: &'static Rule, view: &str, at: usize) {
-        if self.list.iter().any(|h| std::ptr::eq(h.rule, rule)) {
+        if self.paranoia.is_some_and(|level| rule.paranoia > level)
+            || self.list.iter().any(|h| std::ptr::eq(h.rule, rule))
+        {
             return;
         }
         let start = self.evidence.len();
@@ -374,6 +379,7 @@ impl Policy {
             hits,
         } = report;
         hits.clear();
+        hits.paranoia = Some(self.config.paranoia);
         scan_value(value, location, hits);
         for (rule, evidence) in hits.iter() {
             if rule.paranoia > self.config.paranoia || self.excluded(name, rule) {
@@ -495,5 +501,32 @@ pub(crate) mod test_support {
             .collect();
         f.dedup();
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_above_the_policy_level_are_neither_recorded_nor_counted() {
+        // `sqli-numeric-logic` is a paranoia-2 rule.
+        for (paranoia, expected) in [(1, false), (2, true)] {
+            let policy = Policy::new(&GuardConfig {
+                paranoia,
+                ..GuardConfig::default()
+            })
+            .expect("valid policy");
+            let mut report = Report::default();
+            policy.inspect_value(Location::QueryValue, "q", "1 and 1", &mut report);
+            let id = rules::SQLI_NUMERIC_LOGIC.id;
+            let counted = report.findings().iter().any(|f| f.rule == id);
+            let recorded = report.hits.iter().any(|(rule, _)| rule.id == id);
+            assert_eq!(
+                (counted, recorded),
+                (expected, expected),
+                "paranoia {paranoia}"
+            );
+        }
     }
 }
