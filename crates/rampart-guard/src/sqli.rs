@@ -317,27 +317,36 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
 
 struct Keywords {
     words: HashMap<&'static str, Kw, foldhash::fast::FixedState>,
-    /// For each word length, the first letters keywords of that length start with: most
-    /// words of a value are told apart from every keyword without hashing.
+    /// For each word length, the first and the last letters keywords of that length have:
+    /// most words of a value are told apart from every keyword without hashing.
     starts: [u32; 32],
+    ends: [u32; 32],
 }
 
 static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
     let mut starts = [0u32; 32];
+    let mut ends = [0u32; 32];
     let mut words = HashMap::default();
     for (kw, list) in KEYWORDS {
         for word in *list {
             if let Some(set) = starts.get_mut(word.len()) {
-                *set |= first_letter_bit(word);
+                *set |= letter_bit(word.as_bytes().first());
+            }
+            if let Some(set) = ends.get_mut(word.len()) {
+                *set |= letter_bit(word.as_bytes().last());
             }
             words.insert(*word, *kw);
         }
     }
-    Keywords { words, starts }
+    Keywords {
+        words,
+        starts,
+        ends,
+    }
 });
 
-fn first_letter_bit(word: &str) -> u32 {
-    match word.as_bytes().first() {
+fn letter_bit(byte: Option<&u8>) -> u32 {
+    match byte {
         Some(b @ b'a'..=b'z') => 1 << (b - b'a'),
         _ => 1 << 31,
     }
@@ -347,17 +356,22 @@ fn first_letter_bit(word: &str) -> u32 {
 /// catalogue prefixes.
 fn keyword(word: &str) -> Kw {
     let keywords = &*KEYWORD;
+    let bytes = word.as_bytes();
     let maybe = keywords
         .starts
         .get(word.len())
-        .is_none_or(|set| set & first_letter_bit(word) != 0);
+        .is_none_or(|set| set & letter_bit(bytes.first()) != 0)
+        && keywords
+            .ends
+            .get(word.len())
+            .is_none_or(|set| set & letter_bit(bytes.last()) != 0);
     if maybe && let Some(kw) = keywords.words.get(word) {
         return *kw;
     }
     let catalogue = matches!(
         word.as_bytes().first(),
         Some(b'i' | b'x' | b's' | b'm' | b'p')
-    ) && word.contains(['_', '.'])
+    ) && bytes.iter().any(|&b| b == b'_' || b == b'.')
         && [
             "information_schema.",
             "xp_",
