@@ -362,7 +362,8 @@ fn tag(view: &str, at: usize, in_url: bool, hits: &mut Hits) -> usize {
     }
     if active {
         hits.add(&rules::XSS_SCRIPT_TAG, view, at);
-    } else if in_url {
+    } else if in_url && memchr::memchr(b'>', &bytes[i..]).is_some() {
+        // A whole tag: a dangling `<img src=` is a cut-off fragment more often than markup.
         hits.add(&rules::XSS_URL_MARKUP, view, at);
     } else {
         hits.add(&rules::XSS_HTML_TAG, view, at);
@@ -711,6 +712,10 @@ mod tests {
                 !in_body.contains(&"xss"),
                 "markup in a body refused: {markup}"
             );
+        }
+        // A tag cut off before its `>` is a fragment, not markup.
+        for fragment in ["V1_OTHER\"><IMG CLASS=\"SIZE-FULL", "see the <img src="] {
+            assert!(!xss(fragment), "fragment refused: {fragment}");
         }
     }
 }
