@@ -126,7 +126,8 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
     (Kw::Bool, &["true", "false"]),
     (Kw::Not, &["not"]),
     (Kw::And, &["and"]),
-    (Kw::Or, &["or", "xor"]),
+    // `eqv` and `imp`: the logical operators of Microsoft Access SQL.
+    (Kw::Or, &["or", "xor", "eqv", "imp"]),
     (Kw::Like, &["like", "rlike", "regexp", "glob", "sounds"]),
     (Kw::Between, &["between"]),
     (Kw::In, &["in"]),
@@ -1801,8 +1802,8 @@ fn skip_parens(t: &[Kind], open: usize) -> usize {
     t.len()
 }
 
-/// A comment of nothing but its markers and spaces, or one that only hides the query from the
-/// log (`-- sp_password`).
+/// A comment of nothing but its markers, spaces and quotes, or one that only hides the query
+/// from the log (`-- sp_password`).
 fn comment_is_empty(text: &[u8]) -> bool {
     let body = text
         .strip_prefix(b"--")
@@ -1810,7 +1811,10 @@ fn comment_is_empty(text: &[u8]) -> bool {
         .or_else(|| text.strip_prefix(b"#"))
         .unwrap_or(text);
     let body = body.strip_suffix(b"*/").unwrap_or(body);
-    body.iter().all(|b| is_space(*b)) || crate::find(body, b"sp_password").is_some()
+    // Quotes only (`1/*'*/`): a quote a filter sees and the database does not.
+    body.iter()
+        .all(|b| is_space(*b) || matches!(b, b'\'' | b'"' | b'`'))
+        || crate::find(body, b"sp_password").is_some()
 }
 
 /// `--` and `#` cut the line when followed by a space or nothing; `/*` always opens a comment.
@@ -2200,6 +2204,8 @@ mod tests {
             "1\u{fffd}union\u{fffd}select\u{fffd}2--",
             "ab'rlike binary 0#x",
             "14 or (1) group by x",
+            "7/*'*/",
+            "x' eqv strcomp(name, 'a') imp 'b",
         ] {
             assert!(sqli(attack), "missed: {attack}");
         }
@@ -2244,6 +2250,8 @@ mod tests {
             "'#hashtag and more",
             "1 or 2 groups",
             "dual band router",
+            "5 -- :)",
+            "the imp of the perverse",
             "create user account",
             "delete from cart",
             "insert into basket",
