@@ -893,6 +893,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
 
     // Statement structure, wherever it appears.
     let mut keyword_count = 0;
+    let quoted = matches!(context, Context::Quoted(_));
     let commented = tokens.len() != t.len();
 
     // Whether a comment follows the last non-comment token: the rest of the query is cut.
@@ -993,20 +994,14 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             Kind::Func(Kw::ProbeFn)
                 if at(i + 1) == Some(Kind::LParen)
                     && at(i + 2) == Some(Kind::Func(Kw::ProbeFn))
-                    && [
-                        "ascii",
-                        "ord",
-                        "unicode",
-                        "hex",
-                        "bin",
-                        "length",
-                        "char_length",
-                    ]
-                    .iter()
-                    .any(|f| word_at(view, pos[i]) == *f)
-                    && ["substring", "substr", "mid", "left", "right"]
-                        .iter()
-                        .any(|f| word_at(view, pos[i + 2]) == *f) =>
+                    && matches!(
+                        word_at(view, pos[i]),
+                        "ascii" | "ord" | "unicode" | "hex" | "bin" | "length" | "char_length"
+                    )
+                    && matches!(
+                        word_at(view, pos[i + 2]),
+                        "substring" | "substr" | "mid" | "left" | "right"
+                    ) =>
             {
                 hit(hits, &rules::SQLI_BOOLEAN_FN, i)
             }
@@ -1049,7 +1044,9 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             {
                 hit(hits, &rules::SQLI_SELECT, i)
             }
-            Kind::Word(Kw::Statement) if data_statement(view, t, pos, i, Some(ends_in_comment)) => {
+            Kind::Word(Kw::Statement)
+                if data_statement(view, t, pos, i, StatementAt::Standalone { ends_in_comment }) =>
+            {
                 hit(hits, &rules::SQLI_STATEMENT, i)
             }
             // `and ascii(substring(...))`, `or (select ...)`
@@ -1092,11 +1089,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     }
     // `(1 or 1) --`, `( binary ( 'a' or 'b') ) --`: the whole value is one SQL expression,
     // closed by a comment that cuts the rest of the query.
-    if context == Context::Bare
-        && tokens
-            .last()
-            .is_some_and(|tk| tk.kind == Kind::Comment && comment_is_terminator(view, tk))
-    {
+    if context == Context::Bare && ends_in_comment {
         let mut shape = ExpressionShape::default();
         let parsed = WholeExpression { t }.expression(0, 0, &mut shape);
         // An operator alone needs a space: `1611/abc--` is a token, `1 / abc --` is not.
@@ -1193,12 +1186,8 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     while at(k) == Some(Kind::RParen) {
         k += 1;
     }
-    let breakout = if matches!(context, Context::Quoted(_)) {
-        0
-    } else {
-        k.saturating_sub(1)
-    };
-    if matches!(context, Context::Quoted(_)) {
+    let breakout = if quoted { 0 } else { k.saturating_sub(1) };
+    if quoted {
         let first_raw = tokens
             .iter()
             .position(|tk| tk.kind != Kind::RParen && tk.kind != Kind::Semi);
@@ -1225,9 +1214,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     }
 
     match at(k) {
-        Some(Kind::Word(Kw::Order | Kw::Group))
-            if matches!(context, Context::Quoted(_)) || numeric_prefix =>
-        {
+        Some(Kind::Word(Kw::Order | Kw::Group)) if quoted || numeric_prefix => {
             // `' order by 3--`, `1 group by 2`
             let column = matches!(
                 at(k + 2),
@@ -1253,7 +1240,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             if at(k + 1) == Some(Kind::Word(Kw::By))
                 && column
                 && end
-                && (matches!(context, Context::Quoted(_))
+                && (quoted
                     || ends_in_comment
                     || matches!(at(k + 2), Some(Kind::Num | Kind::Func(Kw::ProbeFn))))
             {
@@ -1263,7 +1250,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
         Some(Kind::Word(Kw::Where | Kw::Having)) => {
             // After a name too: `id having (1 or true)`, a condition of constants alone.
             if let Some(tail) = expression(t, k)
-                && (tail.comparison && (matches!(context, Context::Quoted(_)) || numeric_prefix)
+                && (tail.comparison && (quoted || numeric_prefix)
                     || tail.constant_logic && tail.end == t.len())
             {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
@@ -1280,8 +1267,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
         }
         Some(Kind::Word(Kw::Limit))
-            if (matches!(context, Context::Quoted(_)) || numeric_prefix)
-                && at(k + 1) == Some(Kind::Num) =>
+            if (quoted || numeric_prefix) && at(k + 1) == Some(Kind::Num) =>
         {
             if matches!(
                 at(k + 2),
@@ -1290,14 +1276,14 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
-        Some(Kind::Word(Kw::Into)) if matches!(context, Context::Quoted(_)) || numeric_prefix => {
+        Some(Kind::Word(Kw::Into)) if quoted || numeric_prefix => {
             if matches!(at(k + 1), Some(Kind::Var | Kind::Word(Kw::Outfile))) {
                 hit(hits, &rules::SQLI_BREAKOUT_CLAUSE, k);
             }
         }
         // `',NULL,NULL) waitfor ...`, `', 'x') union ...`: closing an argument list.
         Some(Kind::Comma)
-            if matches!(context, Context::Quoted(_))
+            if quoted
                 && at(k + 1).is_some_and(is_literal)
                 && t.iter().skip(k).any(|&x| x == Kind::RParen) =>
         {
@@ -1314,7 +1300,7 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
             };
             // After a breakout any `#` comments out the rest, prose-like or not.
             let terminated = (ends_in_comment
-                || matches!(context, Context::Quoted(_))
+                || quoted
                     && tokens.last().is_some_and(|tk| {
                         tk.kind == Kind::Comment && view[tk.start..].starts_with('#')
                     }))
@@ -1979,9 +1965,9 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
                 // `; drop users --`: a name and the end of the statement.
                 matches!(t.get(i + 1), Some(Kind::Word(Kw::Ident)))
                     && matches!(t.get(i + 2), None | Some(Kind::Semi))
-                    || data_statement(view, t, pos, i, None)
+                    || data_statement(view, t, pos, i, StatementAt::AfterBreak)
             } else {
-                data_statement(view, t, pos, i, None)
+                data_statement(view, t, pos, i, StatementAt::AfterBreak)
             }
         }
         // `; do (1=1)`
@@ -1997,24 +1983,30 @@ fn stacked_statement(view: &str, t: &[Kind], pos: &[usize], i: usize) -> bool {
     }
 }
 
+/// Where a data statement stands.
+#[derive(Clone, Copy)]
+enum StatementAt {
+    /// After a `;` or a string breakout: its words are enough.
+    AfterBreak,
+    /// Anywhere else, where words alone (`create user account`, `delete from cart`) are
+    /// prose: it must show SQL's own syntax (a value list, `set c =`, a `where` condition, an
+    /// ending `;`, or a comment that cuts the query after it).
+    Standalone { ends_in_comment: bool },
+}
+
 /// `insert into t values`, `update t set c=`, `delete from t`, `drop table t`.
-/// `standalone`: the statement was not put after a `;` or a quote, so words alone
-/// (`create user account`, `delete from cart`) are prose; it must show SQL's own syntax (a
-/// value list, `set c =`, a `where` condition, an ending `;` or a comment after it: the
-/// flag). After a `;` or a quote the words are enough.
-fn data_statement(
-    view: &str,
-    t: &[Kind],
-    pos: &[usize],
-    i: usize,
-    standalone: Option<bool>,
-) -> bool {
+fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize, at: StatementAt) -> bool {
     let word = &view[pos[i]..];
     let next = t.get(i + 1);
     let after = t.get(i + 2);
-    let strict = standalone.is_some();
-    let ended =
-        |j: usize| t.get(j) == Some(&Kind::Semi) || standalone == Some(true) && t.get(j).is_none();
+    let strict = matches!(at, StatementAt::Standalone { .. });
+    let cut = matches!(
+        at,
+        StatementAt::Standalone {
+            ends_in_comment: true
+        }
+    );
+    let ended = |j: usize| t.get(j) == Some(&Kind::Semi) || cut && t.get(j).is_none();
     if word.starts_with("insert") {
         next == Some(&Kind::Word(Kw::Into))
             && matches!(after, Some(Kind::Word(_) | Kind::Func(_)))

@@ -273,6 +273,7 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     }
     if shape.has(b'=') {
         injected_handlers(view, hits);
+        injected_style(view, hits);
     }
     if shape.any(const { Shape::bytes(b"(.[`") })
         && (input.found.has(List::ProbeCall) || input.found.has(List::Sink))
@@ -596,7 +597,6 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
             }
         }
     }
-    injected_style(view, hits);
 }
 
 /// `' style=x:expression(alert(1)) '`: a `style` attribute that runs script, written after
