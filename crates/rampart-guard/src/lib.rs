@@ -52,6 +52,14 @@ pub enum Location {
     BodyValue,
 }
 
+impl Location {
+    /// In the path, the query, a header or a cookie: places that carry no markup and no line
+    /// breaks of their own, unlike bodies.
+    pub(crate) fn in_url(self) -> bool {
+        !matches!(self, Location::BodyName | Location::BodyValue)
+    }
+}
+
 /// Rules matched while scanning, before policy (paranoia, exclusions) is applied, and the
 /// buffers scanning reuses from value to value.
 #[derive(Debug, Default)]
@@ -253,8 +261,7 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     if location != Location::Path || base.shape.any(const { Shape::bytes(b"<\"':") }) {
         let markup = decode::markup_shaped(base.text, base.shape);
         let markup = base.derived(&markup, matches!(markup, Cow::Borrowed(_)));
-        let in_url = !matches!(location, Location::BodyName | Location::BodyValue);
-        xss::scan(markup, in_url, hits);
+        xss::scan(markup, location.in_url(), hits);
         misc::scan(markup, location, hits);
         if !std::ptr::eq(markup.text, base.text) {
             // Entities can hide SQL as well as markup (`&#39; or 1=1--`).

@@ -30,16 +30,7 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
         }
         hits.text = buffer;
     }
-    if shape.any(Shape::LINE_BREAK)
-        && matches!(
-            location,
-            Location::Path
-                | Location::QueryName
-                | Location::QueryValue
-                | Location::Header
-                | Location::Cookie
-        )
-    {
+    if shape.any(Shape::LINE_BREAK) && location.in_url() {
         crlf(view, hits);
     }
 }

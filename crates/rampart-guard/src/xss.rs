@@ -253,7 +253,7 @@ pub(crate) const JS_SINKS: &[&str] = &[
 ];
 
 /// `in_url`: the value came in the path, the query, a header or a cookie, where markup has no
-/// business and any tag or comment is refused at paranoia level 1; in a body (where rich
+/// business and any whole tag or comment is refused at paranoia level 1; in a body (where rich
 /// text lives) only script-running markup is, and plain tags count at level 2.
 pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
