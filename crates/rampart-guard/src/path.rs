@@ -5,7 +5,7 @@ use std::cell::OnceCell;
 use std::sync::LazyLock;
 
 use crate::View;
-use crate::literals::List;
+use crate::literals::{Found, List};
 use crate::rules;
 use crate::shape::Shape;
 use crate::{Hits, Patterns};
@@ -247,12 +247,12 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
     {
         hits.add(&rules::LFI_OS_FILE, view, pos);
     } else if let Some(loose) = loose_view()
-        && let Some(pos) = sensitive_file(loose.as_bytes())
+        && let Some(pos) = sensitive_file_in_other_view(loose.as_bytes())
     {
         hits.add(&rules::LFI_OS_FILE, loose, pos);
     } else if memchr::memchr(b'%', raw.as_bytes()).is_some()
         && let Some(loose) = crate::decode::loose_path(&raw.to_ascii_lowercase())
-        && let Some(pos) = sensitive_file(loose.as_bytes())
+        && let Some(pos) = sensitive_file_in_other_view(loose.as_bytes())
     {
         hits.add(&rules::LFI_OS_FILE, &loose, pos);
     }
@@ -306,6 +306,15 @@ fn sensitive_file(bytes: &[u8]) -> Option<usize> {
             });
         boundary_after.then_some(pos)
     })
+}
+
+/// In a view the combined literal search has not read: that one pass tells first whether
+/// any name occurs, which is cheaper than the search for the leftmost name and its position.
+fn sensitive_file_in_other_view(bytes: &[u8]) -> Option<usize> {
+    if !Found::of(bytes).has(List::SensitiveFile) {
+        return None;
+    }
+    sensitive_file(bytes)
 }
 
 /// A `..` segment that leaves a directory: `../`, `/..` at the end, and the variants servers
