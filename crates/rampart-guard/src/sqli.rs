@@ -424,15 +424,21 @@ struct Lexer<'a> {
     pos: usize,
     /// Inside a MySQL `/*! ... */` comment, whose content MySQL executes.
     in_exec_comment: bool,
+    /// Block comments nest, as PostgreSQL reads them, instead of ending at the first `*/`.
+    nested_comments: bool,
+    /// A block comment held another `/*`: the two readings differ.
+    saw_nested_opener: bool,
 }
 
 impl<'a> Lexer<'a> {
-    fn new(s: &'a str, start: usize) -> Self {
+    fn new(s: &'a str, start: usize, nested_comments: bool) -> Self {
         Lexer {
             text: s,
             s: s.as_bytes(),
             pos: start,
             in_exec_comment: false,
+            nested_comments,
+            saw_nested_opener: false,
         }
     }
 
@@ -467,6 +473,12 @@ impl<'a> Lexer<'a> {
                 self.in_exec_comment = false;
                 continue;
             }
+            if s[self.pos].is_ascii_digit()
+                && let Some(len) = empty_exponent(&s[self.pos..])
+            {
+                self.pos += len;
+                continue;
+            }
             break;
         }
         let start = self.pos;
@@ -493,7 +505,18 @@ impl<'a> Lexer<'a> {
                 Kind::Comment
             }
             b'/' if s.get(start + 1) == Some(&b'*') => {
-                match crate::find(&s[start + 2..], b"*/") {
+                let body = &s[start + 2..];
+                let first_end = crate::find(body, b"*/");
+                let nested = first_end.map_or(body.len(), |end| end + 1);
+                if crate::find(&body[..nested.min(body.len())], b"/*").is_some() {
+                    self.saw_nested_opener = true;
+                }
+                let end = if self.nested_comments {
+                    nested_comment_end(body).or(first_end)
+                } else {
+                    first_end
+                };
+                match end {
                     Some(off) => self.pos = start + 2 + off + 2,
                     None => self.pos = s.len(),
                 }
@@ -506,6 +529,12 @@ impl<'a> Lexer<'a> {
             b'.' if s.get(start + 1).is_some_and(u8::is_ascii_digit) => {
                 self.skip_number();
                 Kind::Num
+            }
+            // `@'name'`, `@"name"`: a MySQL user variable with a quoted name.
+            b'@' if matches!(s.get(start + 1), Some(b'\'' | b'"' | b'`')) => {
+                self.pos += 1;
+                self.skip_string(s[start + 1]);
+                Kind::Var
             }
             b'@' => {
                 self.pos += 1;
@@ -715,15 +744,52 @@ impl<'a> Lexer<'a> {
     }
 }
 
-fn tokenize(s: &str, start: usize, out: &mut Vec<Token>) {
+/// Tokenizes `s` from `start`; returns whether a block comment held another `/*`, where
+/// reading comments as nested (`nested_comments`) gives other tokens.
+fn tokenize(s: &str, start: usize, nested_comments: bool, out: &mut Vec<Token>) -> bool {
     out.clear();
-    let mut lexer = Lexer::new(s, start);
+    let mut lexer = Lexer::new(s, start, nested_comments);
     while out.len() < MAX_TOKENS {
         match lexer.next_token() {
             Some(t) => out.push(t),
             None => break,
         }
     }
+    lexer.saw_nested_opener
+}
+
+/// Where the `*/` that closes a nested block comment starts in its body (after the opening
+/// `/*`), or `None` when the nesting never closes.
+fn nested_comment_end(body: &[u8]) -> Option<usize> {
+    let mut depth = 1usize;
+    let mut i = 0;
+    while i + 1 < body.len() {
+        match &body[i..i + 2] {
+            b"/*" => {
+                depth += 1;
+                i += 2;
+            }
+            b"*/" => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i);
+                }
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// `1.e(`, `1.e,`: a number with an empty exponent before a parenthesis or a comma, which
+/// MySQL reads as nothing at all; filters see a number glued to the next token. Its length.
+fn empty_exponent(s: &[u8]) -> Option<usize> {
+    let digits = s.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || !s[digits..].starts_with(b".e") {
+        return None;
+    }
+    matches!(s.get(digits + 2), Some(b'(' | b')' | b',')).then_some(digits + 2)
 }
 
 /// The context user input was put in.
@@ -773,21 +839,44 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
 }
 
 /// `'`, `1'`, `"`, `' '`, `1\`, `;`: nothing but quotes, escapes or a statement end, perhaps
-/// after a number; the probe that looks for a query error. (A backtick alone is left out:
-/// `` 1234` `` is a typo as often as a probe.)
+/// after a number; the probe that looks for a query error. `' or "` too: quotes that do not
+/// pair up around a lone `or` or `and`. (A backtick alone is left out: `` 1234` `` is a typo
+/// as often as a probe.)
 fn quote_probe(view: &str) -> bool {
     let rest = view
         .trim_start()
         .trim_start_matches(|c: char| c.is_ascii_digit());
-    let mut quotes = 0;
-    for b in rest.bytes() {
-        match b {
-            b'\'' | b'"' | b'\\' | b';' => quotes += 1,
-            b' ' | b'\t' => {}
-            _ => return false,
+    if !rest
+        .bytes()
+        .next()
+        .is_some_and(|b| matches!(b, b'\'' | b'"' | b'\\' | b';'))
+    {
+        return false;
+    }
+    let (mut single, mut double, mut others, mut logic) = (0, 0, 0, false);
+    for word in rest.split([' ', '\t']).filter(|w| !w.is_empty()) {
+        if matches!(word, "or" | "and" | "||" | "&&") {
+            if logic {
+                return false;
+            }
+            logic = true;
+            continue;
+        }
+        for b in word.bytes() {
+            match b {
+                b'\'' => single += 1,
+                b'"' => double += 1,
+                b'\\' | b';' => others += 1,
+                _ => return false,
+            }
         }
     }
-    (1..=4).contains(&quotes)
+    let quotes = single + double + others;
+    if logic {
+        single + double >= 2 && (single % 2 == 1 || double % 2 == 1)
+    } else {
+        (1..=4).contains(&quotes)
+    }
 }
 
 /// `;--`, `;#`, `; /*`, `'; -- `: the statement ends and a comment cuts what the query had
@@ -819,14 +908,28 @@ fn terminated_statement(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-/// `/*!50000select*/`: MySQL runs what a comment with a version number holds, a way to hide
-/// SQL from filters that drop comments.
+/// `/*!50000select*/`, `/*!1111'*/`, `/*!union*/`: MySQL runs what a `/*!` comment holds,
+/// after an optional version number; a way to hide SQL from filters that drop comments.
+/// Licence banners in scripts and style sheets (`/*! normalize.css v8 | MIT */`) start with a
+/// space and hold other punctuation.
 fn versioned_comment(bytes: &[u8]) -> bool {
     let mut from = 0;
     while let Some(off) = crate::find(&bytes[from..], b"/*!") {
-        let digits = &bytes[from + off + 3..];
-        if digits.len() >= 5 && digits[..5].iter().all(u8::is_ascii_digit) {
+        let content = &bytes[from + off + 3..];
+        if content.first().is_some_and(u8::is_ascii_digit) {
             return true;
+        }
+        if let Some(end) = crate::find(content, b"*/") {
+            let body = &content[..end];
+            if body.first().is_some_and(u8::is_ascii_alphabetic)
+                && body.iter().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'_' | b'=' | b'-' | b'(' | b')')
+                        || is_space(*b)
+                })
+            {
+                return true;
+            }
         }
         from += off + 3;
     }
@@ -834,15 +937,26 @@ fn versioned_comment(bytes: &[u8]) -> bool {
 }
 
 fn scan_text(view: &str, hits: &mut Hits, scratch: &mut Scratch) {
+    if scan_contexts(view, false, hits, scratch) {
+        // `1/* /* */ */ or 1=1`: PostgreSQL nests comments, MySQL ends them at the first
+        // `*/`; each reading can hide what the other shows.
+        scan_contexts(view, true, hits, scratch);
+    }
+}
+
+/// Analyses the value as bare SQL and after each quote that could close the application's
+/// string; returns whether a block comment held another `/*`.
+fn scan_contexts(view: &str, nested: bool, hits: &mut Hits, scratch: &mut Scratch) -> bool {
     let bytes = view.as_bytes();
-    tokenize(view, 0, &mut scratch.tokens);
+    let mut saw_nested = tokenize(view, 0, nested, &mut scratch.tokens);
     analyse(view, Context::Bare, hits, scratch);
     for quote in [b'\'', b'"'] {
         if let Some(at) = closing_quote(bytes, quote) {
-            tokenize(view, at + 1, &mut scratch.tokens);
+            saw_nested |= tokenize(view, at + 1, nested, &mut scratch.tokens);
             analyse(view, Context::Quoted(quote), hits, scratch);
         }
     }
+    saw_nested
 }
 
 /// The first quote that ends a string: a doubled quote is an escaped one inside it.
@@ -1034,13 +1148,21 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                     hit(hits, &rules::SQLI_CHAR_CONCAT, i);
                 }
             }
-            // `(select system_user)` too: a sub-query of one information function.
+            // `(select system_user)` too: a sub-query of one information function, and
+            // `select current_user;`, one of SQL's niladic functions, which no prose names.
             Kind::Word(Kw::Select) | Kind::Func(Kw::Select)
                 if select_is_sql(t, i)
-                    || i > 0
-                        && t[i - 1] == Kind::LParen
-                        && at(i + 1) == Some(Kind::Word(Kw::InfoFn))
-                        && at(i + 2) == Some(Kind::RParen) =>
+                    || at(i + 1) == Some(Kind::Word(Kw::InfoFn))
+                        && (i > 0
+                            && t[i - 1] == Kind::LParen
+                            && at(i + 2) == Some(Kind::RParen)
+                            || matches!(
+                                word_at(view, pos[i + 1]),
+                                "current_user" | "session_user" | "system_user"
+                            ) && matches!(
+                                at(i + 2),
+                                None | Some(Kind::Semi | Kind::Comma | Kind::Word(Kw::From))
+                            )) =>
             {
                 hit(hits, &rules::SQLI_SELECT, i)
             }
@@ -1110,7 +1232,11 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
     // What follows the end of the application's value.
     let mut call_prefix = false;
     let mut k = match context {
-        Context::Quoted(_) => 0,
+        // `x' 'y' like ...`: MySQL joins adjacent strings, so an operator may follow a
+        // second one.
+        Context::Quoted(_) => usize::from(
+            at(0) == Some(Kind::Str { closed: true }) && at(1).is_some_and(is_binary_operator),
+        ),
         Context::Bare => {
             // A value that starts with an operator or clause continues one the application
             // already has (`id=1` + ` AND 1=1--`).
@@ -1201,6 +1327,11 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
         // typeset.
         if t == [Kind::Sign] && &view[pos[0]..] == "-" && view[..pos[0]].ends_with(' ') {
             hit(hits, &rules::SQLI_BREAKOUT_COMMENT, 0);
+        }
+        // `x'; anything -- -a`: the string and the statement end, and a comment cuts what
+        // the query had after them.
+        if at(0) == Some(Kind::Semi) && t.len() > 1 && ends_in_comment {
+            hit(hits, &rules::SQLI_STACKED, 0);
         }
         // `x'; declare @s ...`, `x' exec master..xp_cmdshell`: a statement right after the
         // string, with or without the `;`.
@@ -2198,6 +2329,21 @@ mod tests {
             "14 or (1) group by x",
             "7/*'*/",
             "x' eqv strcomp(name, 'a') imp 'b",
+            // A number with an empty exponent, which MySQL reads as nothing.
+            "1' or 1.e(1) or '1'='1",
+            // Nested comments, as PostgreSQL reads them.
+            "1/* /*/ */ */ or 1=1-",
+            "1/* /* / */ */ or 1=1-",
+            // A user variable with a quoted name.
+            "1\"OR@\"1\" IS NULL #1",
+            "1'; anything: goto anything -- -a",
+            // Adjacent strings, which MySQL joins.
+            "0' '1' like (0) and 1 sounds like a or true#1",
+            "' or \"",
+            "1/*!1111'*/",
+            "/*!union*/select 1",
+            "select current_user;",
+            "select session_user",
         ] {
             assert!(sqli(attack), "missed: {attack}");
         }
@@ -2251,6 +2397,14 @@ mod tests {
             "alter table settings",
             "Delivery took 2-3 days; -- great service",
             "items; # of units",
+            "section 1.e(2) of the contract, and 1.e) below",
+            "notes /* see /* inner */ here */ or later",
+            "email me @\"work\" or at home",
+            "it's; fine -- thanks",
+            "the 'a' 'b' and 'c' keys",
+            "\"and\"",
+            "/*! normalize.css v8.0.1 | MIT License */",
+            "select user from the list",
         ] {
             assert!(!sqli(benign), "false positive: {benign}");
         }
