@@ -159,9 +159,27 @@ fn url_decode_once(input: &[u8], out: &mut Vec<u8>) -> bool {
 }
 
 pub(crate) fn hex_at(input: &[u8], i: usize) -> Option<u8> {
-    let b = *input.get(i)?;
-    (b as char).to_digit(16).map(|d| d as u8)
+    let digit = HEX_DIGIT[usize::from(*input.get(i)?)];
+    (digit != NOT_HEX).then_some(digit)
 }
+
+const NOT_HEX: u8 = 0xff;
+
+/// The value of each hexadecimal digit, by byte: escapes are decoded in hot loops.
+static HEX_DIGIT: [u8; 256] = {
+    let mut table = [NOT_HEX; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = match b as u8 {
+            c @ b'0'..=b'9' => c - b'0',
+            c @ b'a'..=b'f' => c - b'a' + 10,
+            c @ b'A'..=b'F' => c - b'A' + 10,
+            _ => NOT_HEX,
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Reads bytes as UTF-8 the way lenient servers do: overlong forms (`C0 AE` for `.`, the IIS
 /// and Tomcat traversal classics) decode to the character they spell, other invalid bytes

@@ -10,15 +10,13 @@ use crate::decode::hex_at;
 pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, &str)) {
     let mut name_buffer = Vec::new();
     let mut value_buffer = Vec::new();
-    // Parts are short: plain loops find their separators sooner than a vectorized search
-    // is set up. `&` and `=` are ASCII, so every cut is a character boundary.
+    // `&` is searched with memchr over the rest of the input; `=` and escapes with plain
+    // loops over one short part, which end sooner than a vectorized search is set up. `&`
+    // and `=` are ASCII, so every cut is a character boundary.
     let bytes = input.as_bytes();
     let mut start = 0;
     while start <= bytes.len() {
-        let end = bytes[start..]
-            .iter()
-            .position(|&b| b == b'&')
-            .map_or(bytes.len(), |o| start + o);
+        let end = memchr::memchr(b'&', &bytes[start..]).map_or(bytes.len(), |o| start + o);
         let pair = &input[start..end];
         start = end + 1;
         if pair.is_empty() {
@@ -39,24 +37,26 @@ fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
     let Some(first) = bytes.iter().position(|&b| b == b'+' || b == b'%') else {
         return Cow::Borrowed(part);
     };
+    // The decoded text is never longer than the part: written in place, then cut.
     buffer.clear();
-    buffer.extend_from_slice(&bytes[..first]);
+    buffer.extend_from_slice(bytes);
+    let mut written = first;
     let mut i = first;
     while i < bytes.len() {
-        match bytes[i] {
-            b'+' => buffer.push(b' '),
-            b'%' => {
-                if let (Some(high), Some(low)) = (hex_at(bytes, i + 1), hex_at(bytes, i + 2)) {
-                    buffer.push(high << 4 | low);
-                    i += 3;
-                    continue;
-                }
-                buffer.push(b'%');
-            }
-            b => buffer.push(b),
-        }
+        let mut b = bytes[i];
         i += 1;
+        if b == b'+' {
+            b = b' ';
+        } else if b == b'%'
+            && let (Some(high), Some(low)) = (hex_at(bytes, i), hex_at(bytes, i + 1))
+        {
+            b = high << 4 | low;
+            i += 2;
+        }
+        buffer[written] = b;
+        written += 1;
     }
+    buffer.truncate(written);
     match std::str::from_utf8(buffer) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(buffer),
