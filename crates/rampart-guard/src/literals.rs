@@ -19,6 +19,7 @@ pub(crate) enum List {
     SystemDir,
     ProbeCall,
     Sink,
+    ScriptMarker,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -29,6 +30,7 @@ const LISTS: &[(List, &[&str])] = &[
     (List::SystemDir, crate::path::SYSTEM_DIRS),
     (List::ProbeCall, crate::xss::JS_PROBE_CALLS),
     (List::Sink, crate::xss::JS_SINKS),
+    (List::ScriptMarker, crate::misc::NOSQL_SCRIPT_PARTS),
 ];
 
 struct Combined {

@@ -3,6 +3,7 @@
 
 use std::sync::LazyLock;
 
+use crate::literals::List;
 use crate::rules;
 use crate::shape::Shape;
 use crate::{Hits, Location, Patterns, View};
@@ -18,7 +19,8 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
         nosql_operator(view, hits);
     }
     let ldap_shaped = shape.has(b'(') && shape.has(b')');
-    let script_shaped = shape.any(const { Shape::bytes(b";&|") });
+    let script_shaped =
+        shape.any(const { Shape::bytes(b";&|") }) && input.found.has(List::ScriptMarker);
     if ldap_shaped || script_shaped {
         let mut buffer = std::mem::take(&mut hits.text);
         let compact = without_whitespace(view, shape, &mut buffer);
@@ -356,6 +358,12 @@ const NOSQL_SCRIPT_MARKERS: &[&str] = &[
 /// Where one filter closes and another opens, or a compound filter starts.
 const LDAP_FILTER_MARKERS: &[&str] = &[")(", "(|", "(&", "(!"];
 
+/// What the script markers are made of before compaction, which joins tokens across spaces
+/// but makes no word and no JavaScript operator (`= =` is not `==`): most values with a `;`
+/// or `&` are prose or query strings and hold none of these.
+pub(crate) const NOSQL_SCRIPT_PARTS: &[&str] =
+    &["this", "return", "db", "while", "sleep", "==", "||", "&&"];
+
 static NOSQL_SCRIPT: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(NOSQL_SCRIPT_MARKERS));
 static LDAP_FILTER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(LDAP_FILTER_MARKERS));
 
@@ -491,6 +499,10 @@ mod tests {
             ("[$ne]=1", "nosqli"),
             ("true, $where: '1 == 1'", "nosqli"),
             ("'; return true; var x='", "nosqli"),
+            // Spaced, in values the one-pass literal search reads (they hold `.` or `(`).
+            ("x'; return db.users.find(); var y='", "nosqli"),
+            ("' && this.password.match(/.*/)//", "nosqli"),
+            ("'; sleep (5000); var z='", "nosqli"),
             ("*)(uid=*))(|(uid=*", "ldapi"),
             ("admin)(&)", "ldapi"),
         ] {
