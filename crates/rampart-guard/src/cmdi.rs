@@ -519,6 +519,7 @@ fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
         i += 1;
     }
     let start = i;
+    // A comma ends the word, as brace expansion splits `{cat,/etc/passwd}` there.
     while i < bytes.len()
         && (bytes[i].is_ascii_alphanumeric()
             || matches!(bytes[i], b'/' | b'.' | b'_' | b'-' | b':' | b'\\'))
@@ -529,10 +530,12 @@ fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
         return None;
     }
     let word = &view[start..i];
-    let base = word.rsplit(['/', '\\']).next().unwrap_or(word);
+    // The word's bytes are ASCII, so every cut is a character boundary.
+    let base = match word.bytes().rposition(|b| b == b'/' || b == b'\\') {
+        Some(at) => &word[at + 1..],
+        None => word,
+    };
     let base = base.strip_suffix(".exe").unwrap_or(base);
-    // `{cat,/etc/passwd}`: brace expansion splits on the comma.
-    let base = base.split(',').next().unwrap_or(base);
     let name = STRONG.get(base)?;
     // A word with a path in front must be an absolute path or a plain name.
     if word.len() != base.len()

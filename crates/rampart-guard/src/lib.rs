@@ -172,13 +172,30 @@ pub(crate) struct Words {
     set: HashSet<&'static str, foldhash::fast::FixedState>,
     /// Longer text is no word of the list and is not hashed.
     longest: usize,
+    /// For each length, the first and the last letters the words of that length have: most
+    /// text is told apart from every word without hashing.
+    starts: [u32; 32],
+    ends: [u32; 32],
 }
 
 impl Words {
     pub(crate) fn new(words: &[&'static str]) -> Self {
+        let mut starts = [0u32; 32];
+        let mut ends = [0u32; 32];
+        for word in words {
+            let bytes = word.as_bytes();
+            if let Some(set) = starts.get_mut(word.len()) {
+                *set |= letter_bit(bytes.first());
+            }
+            if let Some(set) = ends.get_mut(word.len()) {
+                *set |= letter_bit(bytes.last());
+            }
+        }
         Words {
             set: words.iter().copied().collect(),
             longest: words.iter().map(|w| w.len()).max().unwrap_or(0),
+            starts,
+            ends,
         }
     }
 
@@ -186,11 +203,31 @@ impl Words {
         if word.len() > self.longest {
             return None;
         }
+        let bytes = word.as_bytes();
+        let maybe = self
+            .starts
+            .get(word.len())
+            .is_none_or(|set| set & letter_bit(bytes.first()) != 0)
+            && self
+                .ends
+                .get(word.len())
+                .is_none_or(|set| set & letter_bit(bytes.last()) != 0);
+        if !maybe {
+            return None;
+        }
         self.set.get(word).copied()
     }
 
     pub(crate) fn contains(&self, word: &str) -> bool {
         self.get(word).is_some()
+    }
+}
+
+/// One bit per lower-case letter, and one for every other byte (and for no byte).
+pub(crate) fn letter_bit(byte: Option<&u8>) -> u32 {
+    match byte {
+        Some(b @ b'a'..=b'z') => 1 << (b - b'a'),
+        _ => 1 << 31,
     }
 }
 

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use crate::Hits;
 use crate::View;
+use crate::letter_bit;
 use crate::rules::{self, Rule};
 use crate::shape::Shape;
 
@@ -345,13 +346,6 @@ static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
         ends,
     }
 });
-
-fn letter_bit(byte: Option<&u8>) -> u32 {
-    match byte {
-        Some(b @ b'a'..=b'z') => 1 << (b - b'a'),
-        _ => 1 << 31,
-    }
-}
 
 /// Most words in a value are not SQL, and only names with `_` or `.` are checked against the
 /// catalogue prefixes.
