@@ -5,6 +5,7 @@
 # the one-time building of the automata cancel out.
 #
 # Usage: bench/guard-instructions.sh   (needs valgrind: apt-get install valgrind)
+#        VALUE='some text' bench/guard-instructions.sh   the cost of inspecting one query value
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -12,7 +13,7 @@ cargo build --release -q -p rampart-guard --example inspect_loop
 BIN=target/release/examples/inspect_loop
 
 instructions() { # iterations [JSON]
-  env N="$1" ${2:+JSON=1} valgrind --tool=cachegrind --cache-sim=no \
+  env N="$1" ${2:+JSON=1} ${VALUE:+VALUE="$VALUE"} valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file=/dev/null "$BIN" 2>&1 | awk '/I *refs/ { gsub(",", "", $4); print $4 }'
 }
 per_iteration() { # name few many [JSON]
@@ -21,5 +22,9 @@ per_iteration() { # name few many [JSON]
   b=$(instructions "$3" "${4:-}")
   printf '%-34s %12d instructions\n' "$1" $(((b - a) / ($3 - $2)))
 }
+if [ -n "${VALUE:-}" ]; then
+  per_iteration "one query value" 200 2200
+  exit
+fi
 per_iteration "typical request (10 params, 1 KB)" 200 1200
 per_iteration "JSON body 64 KB" 5 25 json

@@ -1,10 +1,10 @@
-//! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body) `N`
-//! times, for counting instructions under cachegrind where timings are too noisy to compare
-//! (`bench/guard-instructions.sh`).
+//! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body, or with
+//! `VALUE` set, that one query value) `N` times, for counting instructions under cachegrind
+//! where timings are too noisy to compare (`bench/guard-instructions.sh`).
 
 use std::hint::black_box;
 
-use rampart_guard::{GuardConfig, Policy, Report};
+use rampart_guard::{GuardConfig, Location, Policy, Report};
 
 #[path = "../benches/inputs/mod.rs"]
 mod inputs;
@@ -17,10 +17,15 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
     let json = std::env::var_os("JSON").map(|_| json_body(64 * 1024));
+    let value = std::env::var("VALUE").ok();
     let query = typical_query();
     let mut report = Report::default();
     for _ in 0..iterations {
         report.clear();
+        if let Some(value) = &value {
+            policy.inspect_value(Location::QueryValue, "q", black_box(value), &mut report);
+            continue;
+        }
         match &json {
             Some(body) => policy
                 .inspect_body(
