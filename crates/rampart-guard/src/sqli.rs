@@ -422,6 +422,9 @@ struct Lexer<'a> {
     nested_comments: bool,
     /// A block comment held another `/*`: the two readings differ.
     saw_nested_opener: bool,
+    /// A nested reading ran to the end without closing: later comments are not read nested,
+    /// so no byte is scanned for nesting twice.
+    nesting_unclosed: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -433,6 +436,7 @@ impl<'a> Lexer<'a> {
             in_exec_comment: false,
             nested_comments,
             saw_nested_opener: false,
+            nesting_unclosed: false,
         }
     }
 
@@ -505,8 +509,10 @@ impl<'a> Lexer<'a> {
                 if crate::find(&body[..nested.min(body.len())], b"/*").is_some() {
                     self.saw_nested_opener = true;
                 }
-                let end = if self.nested_comments {
-                    nested_comment_end(body).or(first_end)
+                let end = if self.nested_comments && !self.nesting_unclosed {
+                    let nested = nested_comment_end(body);
+                    self.nesting_unclosed = nested.is_none();
+                    nested.or(first_end)
                 } else {
                     first_end
                 };

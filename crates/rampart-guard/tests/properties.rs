@@ -93,6 +93,8 @@ fn deeply_nested_and_huge_inputs_finish() {
         "<a ".repeat(20_000),
         "${".repeat(30_000),
         "&#x26;".repeat(10_000),
+        // Comments whose nested reading never closes: each is read nested once at most.
+        "/* /* */ ".repeat(8_000),
     ] {
         report.clear();
         policy.inspect_value(Location::QueryValue, "q", &value, &mut report);
