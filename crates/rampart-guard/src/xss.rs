@@ -259,12 +259,15 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
     let bytes = view.as_bytes();
     if shape.has(b'<') {
+        // Whether a tag is whole is whether a `>` follows it: the last one answers for every
+        // tag, with no search per tag.
+        let last_close = memchr::memrchr(b'>', bytes);
         let mut i = 0;
         while let Some(off) = memchr::memchr(b'<', &bytes[i..]) {
             let at = i + off;
             // Every `<` is read as a tag start, also one inside another tag's attribute value
             // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
-            tag(view, at, in_url, hits);
+            tag(view, at, in_url, last_close, hits);
             i = at + 1;
         }
     }
@@ -308,8 +311,9 @@ fn is_html_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b) || b < 0x20
 }
 
-/// Reads a tag starting at `<`; returns where scanning continues.
-fn tag(view: &str, at: usize, in_url: bool, hits: &mut Hits) -> usize {
+/// Reads a tag starting at `<`; returns where scanning continues. `last_close` is where the
+/// value's last `>` is.
+fn tag(view: &str, at: usize, in_url: bool, last_close: Option<usize>, hits: &mut Hits) -> usize {
     let bytes = view.as_bytes();
     let mut i = at + 1;
     if bytes.get(i) == Some(&b'!') {
@@ -363,7 +367,7 @@ fn tag(view: &str, at: usize, in_url: bool, hits: &mut Hits) -> usize {
     }
     if active {
         hits.add(&rules::XSS_SCRIPT_TAG, view, at);
-    } else if in_url && memchr::memchr(b'>', &bytes[i..]).is_some() {
+    } else if in_url && last_close.is_some_and(|close| close >= i) {
         // A whole tag: a dangling `<img src=` is a cut-off fragment more often than markup.
         hits.add(&rules::XSS_URL_MARKUP, view, at);
     } else {
