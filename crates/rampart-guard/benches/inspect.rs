@@ -50,6 +50,7 @@ fn bench(c: &mut Criterion) {
         ("quotes_and_parens", "'(\"(-- "),
         ("percent_escapes", "%25%32%35"),
         ("tags", "<a b='<c "),
+        ("template_opens", "{{x "),
         ("dots", "..%c0%af"),
     ] {
         for size in [1024usize, 64 * 1024] {

@@ -55,15 +55,30 @@ fn template(view: &str, shape: Shape, hits: &mut Hits) {
         if !shape.has(open.as_bytes()[0]) {
             continue;
         }
+        // Only the last opening before a close is read (`{{ a {{7*7}}` is `7*7`), and a close
+        // found once answers for every opening before it: linear in the value.
         let mut from = 0;
+        let mut close_at: Option<Option<usize>> = None;
         while let Some(off) = crate::find(&bytes[from..], open.as_bytes()) {
             let start = from + off;
-            from = start + open.len();
             let inner_start = start + open.len();
-            let inner_end = crate::find(&bytes[inner_start..], close.as_bytes())
-                .map_or(bytes.len(), |o| inner_start + o);
-            let inner = &view[inner_start..inner_end];
-            if template_code(open, inner, inner_end < bytes.len()) {
+            from = inner_start;
+            let inner_end = match close_at {
+                Some(Some(end)) if end >= inner_start => Some(end),
+                Some(None) => None,
+                _ => {
+                    let end = crate::find(&bytes[inner_start..], close.as_bytes())
+                        .map(|o| inner_start + o);
+                    close_at = Some(end);
+                    end
+                }
+            };
+            let closed = inner_end.is_some();
+            let inner_end = inner_end.unwrap_or(bytes.len());
+            if crate::find(&bytes[inner_start..inner_end], open.as_bytes()).is_some() {
+                continue;
+            }
+            if template_code(open, &view[inner_start..inner_end], closed) {
                 hits.add(&rules::SSTI_EXPRESSION, view, start);
                 return;
             }
@@ -480,6 +495,9 @@ mod tests {
     fn the_smaller_languages_are_found() {
         for (attack, family) in [
             ("{{7*7}}", "ssti"),
+            // The innermost opening before the close is the expression.
+            ("{{ a {{7*7}}", "ssti"),
+            ("${x ${y ${7*7}", "ssti"),
             ("{{config.items()}}", "ssti"),
             ("${7*7}", "ssti"),
             ("{{''.__class__.__mro__[1].__subclasses__()}}", "ssti"),

@@ -92,6 +92,7 @@ fn deeply_nested_and_huge_inputs_finish() {
         "'".repeat(64_000),
         "<a ".repeat(20_000),
         "${".repeat(30_000),
+        "{{x ".repeat(16_000),
         "&#x26;".repeat(10_000),
         // Comments whose nested reading never closes: each is read nested once at most.
         "/* /* */ ".repeat(8_000),
