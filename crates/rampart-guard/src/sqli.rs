@@ -914,13 +914,26 @@ fn terminated_statement(bytes: &[u8]) -> Option<usize> {
 /// space and hold other punctuation.
 fn versioned_comment(bytes: &[u8]) -> bool {
     let mut from = 0;
+    // The first `*/` after a comment's start closes it, and every comment before it: found
+    // once, not once per comment.
+    let mut close: Option<Option<usize>> = None;
     while let Some(off) = crate::find(&bytes[from..], b"/*!") {
-        let content = &bytes[from + off + 3..];
+        let content_start = from + off + 3;
+        let content = &bytes[content_start..];
         if content.first().is_some_and(u8::is_ascii_digit) {
             return true;
         }
-        if let Some(end) = crate::find(content, b"*/") {
-            let body = &content[..end];
+        let end = match close {
+            Some(Some(end)) if end >= content_start => Some(end),
+            Some(None) => None,
+            _ => {
+                let end = crate::find(content, b"*/").map(|o| content_start + o);
+                close = Some(end);
+                end
+            }
+        };
+        if let Some(end) = end {
+            let body = &bytes[content_start..end];
             if body.first().is_some_and(u8::is_ascii_alphabetic)
                 && body.iter().all(|b| {
                     b.is_ascii_alphanumeric()
