@@ -463,10 +463,18 @@ fn crlf(view: &str, hits: &mut Hits) {
     let mut from = 0;
     while let Some(off) = memchr::memchr2(b'\r', b'\n', &bytes[from..]) {
         let at = from + off;
-        from = at + 1;
         let mut i = at;
         while i < bytes.len() && matches!(bytes[i], b'\r' | b'\n') {
             i += 1;
+        }
+        // A run of line breaks is read once, whatever its length.
+        let breaks = &bytes[at..i];
+        from = i;
+        if crate::find(breaks, b"\r\n\r\n").is_some()
+            || breaks.ends_with(b"\n\n") && bytes.get(i) == Some(&b'<')
+        {
+            hits.add(&rules::CRLF_HEADER, view, at);
+            return;
         }
         while i < bytes.len() && matches!(bytes[i], b' ' | b'\t') {
             i += 1;
@@ -476,10 +484,6 @@ fn crlf(view: &str, hits: &mut Hits) {
             .take_while(|b| b.is_ascii_alphanumeric() || **b == b'-')
             .count();
         if name > 0 && bytes.get(i + name) == Some(&b':') {
-            hits.add(&rules::CRLF_HEADER, view, at);
-            return;
-        }
-        if bytes[at..].starts_with(b"\r\n\r\n") || bytes[at..].starts_with(b"\n\n<") {
             hits.add(&rules::CRLF_HEADER, view, at);
             return;
         }
