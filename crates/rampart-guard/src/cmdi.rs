@@ -406,7 +406,10 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
             }
         };
         let Some(position) = position else { break };
-        if let Some((name, word_end)) = command_at(view, position) {
+        // Where the command word would start; a run of spaces and line breaks is skipped
+        // once, not once per separator in it.
+        let word_start = command_start(bytes, position);
+        if let Some((name, word_end)) = command_at(view, word_start) {
             let args = &view[word_end..];
             let rule_hit = if substitution {
                 // `` `id` ``, `$(id)`: shell syntax around a command name is unambiguous.
@@ -459,7 +462,7 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
             at_start = false;
             i = 0;
         } else {
-            i = position.max(i + 1);
+            i = word_start.max(i + 1);
         }
     }
     // A lone command name as the whole value.
@@ -509,16 +512,21 @@ fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
     None
 }
 
-/// The command word at `at` (after spaces, `(`, `{` and `!`), by its base name.
-fn command_at(view: &str, at: usize) -> Option<(&str, usize)> {
-    let bytes = view.as_bytes();
+/// Where a command word after `at` starts: after spaces, `(`, `{`, `!` and `@`.
+fn command_start(bytes: &[u8], at: usize) -> usize {
     let mut i = at;
     while i < bytes.len()
         && (bytes[i].is_ascii_whitespace() || matches!(bytes[i], b'(' | b'{' | b'!' | b'@'))
     {
         i += 1;
     }
-    let start = i;
+    i
+}
+
+/// The command word starting at `start` (see [`command_start`]), by its base name.
+fn command_at(view: &str, start: usize) -> Option<(&str, usize)> {
+    let bytes = view.as_bytes();
+    let mut i = start;
     // A comma ends the word, as brace expansion splits `{cat,/etc/passwd}` there.
     while i < bytes.len()
         && (bytes[i].is_ascii_alphanumeric()
