@@ -259,15 +259,17 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
     let bytes = view.as_bytes();
     if shape.has(b'<') {
-        // Whether a tag is whole is whether a `>` follows it: the last one answers for every
-        // tag, with no search per tag.
-        let last_close = memchr::memrchr(b'>', bytes);
+        let mut reader = TagReader {
+            in_url,
+            last_close: memchr::memrchr(b'>', bytes),
+            attribute_budget: ATTRIBUTE_READS * bytes.len() + 1024,
+        };
         let mut i = 0;
         while let Some(off) = memchr::memchr(b'<', &bytes[i..]) {
             let at = i + off;
             // Every `<` is read as a tag start, also one inside another tag's attribute value
             // (`<x foo='?><script>'>`): browsers and filters disagree on where values end.
-            tag(view, at, in_url, last_close, hits);
+            tag(view, at, &mut reader, hits);
             i = at + 1;
         }
     }
@@ -311,9 +313,25 @@ fn is_html_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b) || b < 0x20
 }
 
-/// Reads a tag starting at `<`; returns where scanning continues. `last_close` is where the
-/// value's last `>` is.
-fn tag(view: &str, at: usize, in_url: bool, last_close: Option<usize>, hits: &mut Hits) -> usize {
+/// How many times over, on average, a value's bytes may be read as attributes.
+const ATTRIBUTE_READS: usize = 4;
+
+/// What reading one value's tags carries from tag to tag.
+struct TagReader {
+    in_url: bool,
+    /// Where the value's last `>` is: a tag is whole when one follows it, with no search per
+    /// tag.
+    last_close: Option<usize>,
+    /// Attribute bytes left to read. Every `<` starts a tag, also one inside another tag's
+    /// attribute value, so the same bytes can be read as attributes of many tags; the budget
+    /// keeps the whole reading linear in the value. (Handlers written after a space are also
+    /// found without reading tags, by `injected_handlers`.)
+    attribute_budget: usize,
+}
+
+/// Reads a tag starting at `<`; returns where scanning continues.
+fn tag(view: &str, at: usize, reader: &mut TagReader, hits: &mut Hits) -> usize {
+    let in_url = reader.in_url;
     let bytes = view.as_bytes();
     let mut i = at + 1;
     if bytes.get(i) == Some(&b'!') {
@@ -367,19 +385,26 @@ fn tag(view: &str, at: usize, in_url: bool, last_close: Option<usize>, hits: &mu
     }
     if active {
         hits.add(&rules::XSS_SCRIPT_TAG, view, at);
-    } else if in_url && last_close.is_some_and(|close| close >= i) {
+    } else if in_url && reader.last_close.is_some_and(|close| close >= i) {
         // A whole tag: a dangling `<img src=` is a cut-off fragment more often than markup.
         hits.add(&rules::XSS_URL_MARKUP, view, at);
     } else {
         hits.add(&rules::XSS_HTML_TAG, view, at);
     }
-    attributes(view, i, hits)
+    attributes(view, i, &mut reader.attribute_budget, hits)
 }
 
-/// Reads attributes up to `>`; flags event handlers and script URLs.
-fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
+/// Reads attributes up to `>`, or until the budget of bytes is spent; flags event handlers
+/// and script URLs.
+fn attributes(view: &str, mut i: usize, budget: &mut usize, hits: &mut Hits) -> usize {
     let bytes = view.as_bytes();
+    let from = i;
     loop {
+        let read = i - from;
+        if read >= *budget {
+            *budget = 0;
+            return i;
+        }
         while i < bytes.len()
             && (is_html_space(bytes[i])
                 || bytes[i] == b'/'
@@ -389,6 +414,7 @@ fn attributes(view: &str, mut i: usize, hits: &mut Hits) -> usize {
             i += 1;
         }
         if i >= bytes.len() || bytes[i] == b'>' || bytes[i] == b'<' {
+            *budget -= read;
             return i;
         }
         let name_start = i;
@@ -571,6 +597,11 @@ fn script_urls(view: &str, hits: &mut Hits) {
 /// `" onmouseover=alert(1)`: an event handler added to the attribute the value lands in.
 fn injected_handlers(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
+    // A quote, `>` or `/` anywhere before a handler lets it leave its attribute: where the
+    // first one is decides that for every handler, found once.
+    let first_exit = bytes
+        .iter()
+        .position(|b| matches!(b, b'"' | b'\'' | b'`' | b'>' | b'/'));
     let mut from = 0;
     while let Some(off) = crate::find(&bytes[from..], b"on") {
         let start = from + off;
@@ -593,8 +624,8 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
             // Only when a quote or a space lets the value leave its attribute, or it is the
             // whole value.
             let breakout = start == 0
-                || view[..start].contains(['"', '\'', '`', '>', '/'])
-                || start > 0 && is_html_space(bytes[start - 1]);
+                || first_exit.is_some_and(|exit| exit < start)
+                || is_html_space(bytes[start - 1]);
             if breakout {
                 hits.add(&rules::XSS_ATTRIBUTE_BREAKOUT, view, start);
                 return;
@@ -672,6 +703,17 @@ mod tests {
         ] {
             assert!(xss(attack), "missed: {attack}");
         }
+    }
+
+    #[test]
+    fn a_handler_after_tags_that_spend_the_attribute_budget_is_still_found() {
+        // Each `<a x` in a quoted value starts a tag that reads all the attributes after it,
+        // until the budget is spent; the handler at the end, after a space, is found without
+        // reading its tag. (Plain tags in bodies count at paranoia 2 only.)
+        let junk = " b='<a x'".repeat(3_000);
+        assert!(families_at(&junk, Location::BodyValue, 1).is_empty());
+        let value = format!("{junk} <img src=x onerror=alert(1)>");
+        assert!(families_at(&value, Location::BodyValue, 1).contains(&"xss"));
     }
 
     #[test]

@@ -93,6 +93,11 @@ fn deeply_nested_and_huge_inputs_finish() {
         "<a ".repeat(20_000),
         "${".repeat(30_000),
         "{{x ".repeat(16_000),
+        "<svg onload=".repeat(5_000),
+        " b='<a x'".repeat(6_000),
+        ";onload=".repeat(8_000),
+        "%0a".repeat(20_000),
+        "/*!".repeat(20_000),
         "&#x26;".repeat(10_000),
         // Comments whose nested reading never closes: each is read nested once at most.
         "/* /* */ ".repeat(8_000),
