@@ -35,6 +35,16 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     if plain {
         return Cow::Borrowed(input);
     }
+    // Capitals alone, the common case: one pass.
+    if !shape.any(
+        const {
+            Shape::NON_ASCII
+                .with(Shape::CONTROL)
+                .with(Shape::bytes(b"%"))
+        },
+    ) {
+        return Cow::Owned(input.to_ascii_lowercase());
+    }
     let mut text = if shape.has(b'%') {
         url_decode_repeated(bytes)
     } else {
