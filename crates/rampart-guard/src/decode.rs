@@ -36,13 +36,7 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
         return Cow::Borrowed(input);
     }
     // Capitals alone, the common case: one pass.
-    if !shape.any(
-        const {
-            Shape::NON_ASCII
-                .with(Shape::CONTROL)
-                .with(Shape::bytes(b"%"))
-        },
-    ) {
+    if only_lowered(shape) {
         return Cow::Owned(input.to_ascii_lowercase());
     }
     let mut text = if shape.has(b'%') {
@@ -61,6 +55,17 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     }
     text.make_ascii_lowercase();
     Cow::Owned(text)
+}
+
+/// Whether the base view of a value of this shape is the value in lower case, nothing else.
+pub(crate) fn only_lowered(shape: Shape) -> bool {
+    !shape.any(
+        const {
+            Shape::NON_ASCII
+                .with(Shape::CONTROL)
+                .with(Shape::bytes(b"%"))
+        },
+    )
 }
 
 /// NFKC without the invisible characters. Only the non-ASCII runs are normalized, each with

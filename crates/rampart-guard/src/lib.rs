@@ -279,6 +279,8 @@ pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
     let base = decode::base_shaped(value, raw);
     let base_shape = if let Cow::Borrowed(_) = base {
         raw
+    } else if decode::only_lowered(raw) {
+        raw.lowered()
     } else {
         Shape::of(&base)
     };

@@ -85,6 +85,15 @@ impl Shape {
         Shape(self.0 | other.0)
     }
 
+    /// The shape of the same value in ASCII lower case.
+    pub fn lowered(self) -> Shape {
+        if self.0 & UPPER == 0 {
+            self
+        } else {
+            Shape(self.0 & !UPPER | LOWER)
+        }
+    }
+
     /// Whether the value holds a byte of this one's class.
     pub fn has(self, b: u8) -> bool {
         self.0 & CLASS[usize::from(b)] != 0
@@ -117,5 +126,7 @@ mod tests {
         assert!(Shape::of("\0").any(Shape::CONTROL));
         assert!(Shape::of("x y").any(Shape::bytes(b"; ")));
         assert!(!Shape::of("xy").any(Shape::bytes(b"; ")));
+        assert_eq!(Shape::of("Ab-C").lowered(), Shape::of("ab-c"));
+        assert_eq!(Shape::of("1-2").lowered(), Shape::of("1-2"));
     }
 }
