@@ -172,47 +172,24 @@ pub(crate) struct Words {
     set: HashSet<&'static str, foldhash::fast::FixedState>,
     /// Longer text is no word of the list and is not hashed.
     longest: usize,
-    /// For each length, the first and the last letters the words of that length have: most
-    /// text is told apart from every word without hashing.
-    starts: [u32; 32],
-    ends: [u32; 32],
+    filter: LetterFilter,
 }
 
 impl Words {
     pub(crate) fn new(words: &[&'static str]) -> Self {
-        let mut starts = [0u32; 32];
-        let mut ends = [0u32; 32];
+        let mut filter = LetterFilter::default();
         for word in words {
-            let bytes = word.as_bytes();
-            if let Some(set) = starts.get_mut(word.len()) {
-                *set |= letter_bit(bytes.first());
-            }
-            if let Some(set) = ends.get_mut(word.len()) {
-                *set |= letter_bit(bytes.last());
-            }
+            filter.insert(word);
         }
         Words {
             set: words.iter().copied().collect(),
             longest: words.iter().map(|w| w.len()).max().unwrap_or(0),
-            starts,
-            ends,
+            filter,
         }
     }
 
     pub(crate) fn get(&self, word: &str) -> Option<&'static str> {
-        if word.len() > self.longest {
-            return None;
-        }
-        let bytes = word.as_bytes();
-        let maybe = self
-            .starts
-            .get(word.len())
-            .is_none_or(|set| set & letter_bit(bytes.first()) != 0)
-            && self
-                .ends
-                .get(word.len())
-                .is_none_or(|set| set & letter_bit(bytes.last()) != 0);
-        if !maybe {
+        if word.len() > self.longest || !self.filter.may_hold(word) {
             return None;
         }
         self.set.get(word).copied()
@@ -223,8 +200,41 @@ impl Words {
     }
 }
 
+/// For each word length, the first and the last letters a list's words of that length have:
+/// most text is told apart from every word of the list without hashing.
+#[derive(Default)]
+pub(crate) struct LetterFilter {
+    starts: [u32; 32],
+    ends: [u32; 32],
+}
+
+impl LetterFilter {
+    pub(crate) fn insert(&mut self, word: &str) {
+        let bytes = word.as_bytes();
+        if let Some(set) = self.starts.get_mut(word.len()) {
+            *set |= letter_bit(bytes.first());
+        }
+        if let Some(set) = self.ends.get_mut(word.len()) {
+            *set |= letter_bit(bytes.last());
+        }
+    }
+
+    /// Whether the list may hold this word; words longer than the table are always let
+    /// through to the hash.
+    pub(crate) fn may_hold(&self, word: &str) -> bool {
+        let bytes = word.as_bytes();
+        self.starts
+            .get(word.len())
+            .is_none_or(|set| set & letter_bit(bytes.first()) != 0)
+            && self
+                .ends
+                .get(word.len())
+                .is_none_or(|set| set & letter_bit(bytes.last()) != 0)
+    }
+}
+
 /// One bit per lower-case letter, and one for every other byte (and for no byte).
-pub(crate) fn letter_bit(byte: Option<&u8>) -> u32 {
+fn letter_bit(byte: Option<&u8>) -> u32 {
     match byte {
         Some(b @ b'a'..=b'z') => 1 << (b - b'a'),
         _ => 1 << 31,

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::Hits;
+use crate::LetterFilter;
 use crate::View;
-use crate::letter_bit;
 use crate::rules::{self, Rule};
 use crate::shape::Shape;
 
@@ -319,32 +319,19 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
 
 struct Keywords {
     words: HashMap<&'static str, Kw, foldhash::fast::FixedState>,
-    /// For each word length, the first and the last letters keywords of that length have:
-    /// most words of a value are told apart from every keyword without hashing.
-    starts: [u32; 32],
-    ends: [u32; 32],
+    filter: LetterFilter,
 }
 
 static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
-    let mut starts = [0u32; 32];
-    let mut ends = [0u32; 32];
+    let mut filter = LetterFilter::default();
     let mut words = HashMap::default();
     for (kw, list) in KEYWORDS {
         for word in *list {
-            if let Some(set) = starts.get_mut(word.len()) {
-                *set |= letter_bit(word.as_bytes().first());
-            }
-            if let Some(set) = ends.get_mut(word.len()) {
-                *set |= letter_bit(word.as_bytes().last());
-            }
+            filter.insert(word);
             words.insert(*word, *kw);
         }
     }
-    Keywords {
-        words,
-        starts,
-        ends,
-    }
+    Keywords { words, filter }
 });
 
 /// Most words in a value are not SQL, and only names with `_` or `.` are checked against the
@@ -352,15 +339,9 @@ static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
 fn keyword(word: &str) -> Kw {
     let keywords = &*KEYWORD;
     let bytes = word.as_bytes();
-    let maybe = keywords
-        .starts
-        .get(word.len())
-        .is_none_or(|set| set & letter_bit(bytes.first()) != 0)
-        && keywords
-            .ends
-            .get(word.len())
-            .is_none_or(|set| set & letter_bit(bytes.last()) != 0);
-    if maybe && let Some(kw) = keywords.words.get(word) {
+    if keywords.filter.may_hold(word)
+        && let Some(kw) = keywords.words.get(word)
+    {
         return *kw;
     }
     let catalogue = matches!(
