@@ -277,8 +277,9 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
         script_urls(view, hits);
     }
     if shape.has(b'=') {
-        injected_handlers(view, hits);
-        injected_style(view, hits);
+        let first_exit = first_attribute_exit(bytes);
+        injected_handlers(view, first_exit, hits);
+        injected_style(view, first_exit, hits);
     }
     if shape.any(const { Shape::bytes(b"(.[`") })
         && (input.found.has(List::ProbeCall) || input.found.has(List::Sink))
@@ -594,14 +595,18 @@ fn script_urls(view: &str, hits: &mut Hits) {
     }
 }
 
-/// `" onmouseover=alert(1)`: an event handler added to the attribute the value lands in.
-fn injected_handlers(view: &str, hits: &mut Hits) {
-    let bytes = view.as_bytes();
-    // A quote, `>` or `/` anywhere before a handler lets it leave its attribute: where the
-    // first one is decides that for every handler, found once.
-    let first_exit = bytes
+/// Where the first quote, `>` or `/` is: any of them before an injected attribute lets it
+/// leave the attribute the value was put in. Found once, for every attribute after it.
+fn first_attribute_exit(bytes: &[u8]) -> Option<usize> {
+    bytes
         .iter()
-        .position(|b| matches!(b, b'"' | b'\'' | b'`' | b'>' | b'/'));
+        .position(|b| matches!(b, b'"' | b'\'' | b'`' | b'>' | b'/'))
+}
+
+/// `" onmouseover=alert(1)`: an event handler added to the attribute the value lands in.
+/// `first_exit` is [`first_attribute_exit`] of the value.
+fn injected_handlers(view: &str, first_exit: Option<usize>, hits: &mut Hits) {
+    let bytes = view.as_bytes();
     let mut from = 0;
     while let Some(off) = crate::find(&bytes[from..], b"on") {
         let start = from + off;
@@ -635,8 +640,9 @@ fn injected_handlers(view: &str, hits: &mut Hits) {
 }
 
 /// `' style=x:expression(alert(1)) '`: a `style` attribute that runs script, written after
-/// a quote or a space that leaves the attribute the value was put in.
-fn injected_style(view: &str, hits: &mut Hits) {
+/// a quote or a space that leaves the attribute the value was put in. `first_exit` is
+/// [`first_attribute_exit`] of the value.
+fn injected_style(view: &str, first_exit: Option<usize>, hits: &mut Hits) {
     let bytes = view.as_bytes();
     let mut from = 0;
     while let Some(off) = crate::find(&bytes[from..], b"style") {
@@ -645,7 +651,7 @@ fn injected_style(view: &str, hits: &mut Hits) {
         let after_break = start > 0
             && (matches!(bytes[start - 1], b'"' | b'\'' | b'`' | b'/')
                 || is_html_space(bytes[start - 1]))
-            && view[..start].contains(['"', '\'', '`', '>', '/']);
+            && first_exit.is_some_and(|exit| exit < start);
         let mut i = start + 5;
         while i < bytes.len() && is_html_space(bytes[i]) {
             i += 1;
