@@ -257,6 +257,40 @@ pub(crate) fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     None
 }
 
+/// The first place a closing needle occurs at or after a position, remembered: a close found
+/// once serves every later position before it, so reading many openings that share one
+/// close (`{{ {{ {{ … }}`) searches for it once, not once per opening.
+pub(crate) struct NextClose<'a> {
+    haystack: &'a [u8],
+    needle: &'a [u8],
+    /// The last search's answer; `Some(None)` once no close is left at all.
+    found: Option<Option<usize>>,
+}
+
+impl<'a> NextClose<'a> {
+    pub(crate) fn new(haystack: &'a [u8], needle: &'a [u8]) -> Self {
+        NextClose {
+            haystack,
+            needle,
+            found: None,
+        }
+    }
+
+    /// Where the first close at or after `from` starts. `from` must not go backwards from
+    /// call to call.
+    pub(crate) fn at_or_after(&mut self, from: usize) -> Option<usize> {
+        match self.found {
+            Some(Some(end)) if end >= from => Some(end),
+            Some(None) => None,
+            _ => {
+                let end = find(&self.haystack[from..], self.needle).map(|o| from + o);
+                self.found = Some(end);
+                end
+            }
+        }
+    }
+}
+
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7F => 1,

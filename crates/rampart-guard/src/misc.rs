@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 use crate::literals::List;
 use crate::rules;
 use crate::shape::Shape;
-use crate::{Hits, Location, Patterns, View};
+use crate::{Hits, Location, NextClose, Patterns, View};
 
 pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
     let (view, shape) = (input.text, input.shape);
@@ -58,21 +58,12 @@ fn template(view: &str, shape: Shape, hits: &mut Hits) {
         // Only the last opening before a close is read (`{{ a {{7*7}}` is `7*7`), and a close
         // found once answers for every opening before it: linear in the value.
         let mut from = 0;
-        let mut close_at: Option<Option<usize>> = None;
+        let mut closes = NextClose::new(bytes, close.as_bytes());
         while let Some(off) = crate::find(&bytes[from..], open.as_bytes()) {
             let start = from + off;
             let inner_start = start + open.len();
             from = inner_start;
-            let inner_end = match close_at {
-                Some(Some(end)) if end >= inner_start => Some(end),
-                Some(None) => None,
-                _ => {
-                    let end = crate::find(&bytes[inner_start..], close.as_bytes())
-                        .map(|o| inner_start + o);
-                    close_at = Some(end);
-                    end
-                }
-            };
+            let inner_end = closes.at_or_after(inner_start);
             let closed = inner_end.is_some();
             let inner_end = inner_end.unwrap_or(bytes.len());
             if crate::find(&bytes[inner_start..inner_end], open.as_bytes()).is_some() {

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 
 use crate::Hits;
 use crate::LetterFilter;
+use crate::NextClose;
 use crate::View;
 use crate::rules::{self, Rule};
 use crate::shape::Shape;
@@ -486,8 +487,9 @@ impl<'a> Lexer<'a> {
             b'/' if s.get(start + 1) == Some(&b'*') => {
                 let body = &s[start + 2..];
                 let first_end = crate::find(body, b"*/");
-                let nested = first_end.map_or(body.len(), |end| end + 1);
-                if crate::find(&body[..nested.min(body.len())], b"/*").is_some() {
+                // Up to the `*` of the first `*/`, so `/*/` counts as an opener.
+                let before_first_end = first_end.map_or(body.len(), |end| end + 1);
+                if crate::find(&body[..before_first_end], b"/*").is_some() {
                     self.saw_nested_opener = true;
                 }
                 let end = if self.nested_comments && !self.nesting_unclosed {
@@ -895,25 +897,14 @@ fn terminated_statement(bytes: &[u8]) -> Option<usize> {
 /// space and hold other punctuation.
 fn versioned_comment(bytes: &[u8]) -> bool {
     let mut from = 0;
-    // The first `*/` after a comment's start closes it, and every comment before it: found
-    // once, not once per comment.
-    let mut close: Option<Option<usize>> = None;
+    // The first `*/` after a comment's start closes it, and every comment before it.
+    let mut closes = NextClose::new(bytes, b"*/");
     while let Some(off) = crate::find(&bytes[from..], b"/*!") {
         let content_start = from + off + 3;
-        let content = &bytes[content_start..];
-        if content.first().is_some_and(u8::is_ascii_digit) {
+        if bytes.get(content_start).is_some_and(u8::is_ascii_digit) {
             return true;
         }
-        let end = match close {
-            Some(Some(end)) if end >= content_start => Some(end),
-            Some(None) => None,
-            _ => {
-                let end = crate::find(content, b"*/").map(|o| content_start + o);
-                close = Some(end);
-                end
-            }
-        };
-        if let Some(end) = end {
+        if let Some(end) = closes.at_or_after(content_start) {
             let body = &bytes[content_start..end];
             if body.first().is_some_and(u8::is_ascii_alphabetic)
                 && body.iter().all(|b| {
