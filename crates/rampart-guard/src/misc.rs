@@ -209,27 +209,31 @@ fn log4shell(view: &str, hits: &mut Hits) {
 fn xml(view: &str, shape: Shape, hits: &mut Hits) {
     let bytes = view.as_bytes();
     let markup = shape.has(b'<');
-    for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
-        if !markup {
-            break;
-        }
-        if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
-            let rest = &view[pos..];
-            if marker != "<!doctype"
-                || rest.contains('[')
-                || rest.contains("system")
-                || rest.contains("public")
-            {
-                hits.add(&rules::XXE_DOCTYPE, view, pos);
-                return;
+    if markup {
+        for marker in ["<!doctype", "<!entity", "<!element", "<!attlist"] {
+            if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
+                let rest = &view[pos..];
+                if marker != "<!doctype"
+                    || rest.contains('[')
+                    || rest.contains("system")
+                    || rest.contains("public")
+                {
+                    hits.add(&rules::XXE_DOCTYPE, view, pos);
+                    return;
+                }
             }
         }
     }
-    if let Some(pos) = markup.then(|| crate::find(bytes, b"<?xml")).flatten() {
+    let declaration = if markup {
+        crate::find(bytes, b"<?xml").or_else(|| crate::find(bytes, b"<![cdata["))
+    } else {
+        None
+    };
+    if let Some(pos) = declaration {
         hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = markup.then(|| crate::find(bytes, b"<![cdata[")).flatten() {
-        hits.add(&rules::XXE_XML_DECL, view, pos);
-    } else if let Some(pos) = shape.has(b'%').then(|| crate::find(bytes, b"%")).flatten() {
+    } else if shape.has(b'%')
+        && let Some(pos) = crate::find(bytes, b"%")
+    {
         // A parameter-entity reference: `%xxe;`.
         let rest = &bytes[pos + 1..];
         let name = rest
