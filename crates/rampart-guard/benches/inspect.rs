@@ -8,26 +8,21 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rampart_guard::{GuardConfig, Location, Policy, Report};
 
 mod inputs;
-use inputs::{COOKIE, REFERER, USER_AGENT, json_body, typical_query};
+use inputs::{COOKIE, REFERER, USER_AGENT, inspect_typical_request, json_body, typical_query};
 
 fn bench(c: &mut Criterion) {
     let policy = Policy::new(&GuardConfig::default()).unwrap();
     let query = typical_query();
-    let (ua, referer, cookie) = (USER_AGENT, REFERER, COOKIE);
     let mut report = Report::default();
 
     let mut group = c.benchmark_group("inspect");
     group.throughput(Throughput::Bytes(
-        (query.len() + ua.len() + referer.len() + cookie.len()) as u64,
+        (query.len() + USER_AGENT.len() + REFERER.len() + COOKIE.len()) as u64,
     ));
     group.bench_function("typical_request_10_params_1kb", |b| {
         b.iter(|| {
             report.clear();
-            policy.inspect_path(black_box("/api/v1/orders/search"), &mut report);
-            policy.inspect_query(black_box(&query), &mut report);
-            policy.inspect_header("user-agent", black_box(ua), &mut report);
-            policy.inspect_header("referer", black_box(referer), &mut report);
-            policy.inspect_header("cookie", black_box(cookie), &mut report);
+            inspect_typical_request(&policy, &query, &mut report);
             assert!(report.is_empty());
         })
     });

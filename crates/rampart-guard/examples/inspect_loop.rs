@@ -8,7 +8,7 @@ use rampart_guard::{GuardConfig, Location, Policy, Report};
 
 #[path = "../benches/inputs/mod.rs"]
 mod inputs;
-use inputs::{COOKIE, REFERER, USER_AGENT, json_body, typical_query};
+use inputs::{inspect_typical_request, json_body, typical_query};
 
 fn main() {
     let policy = Policy::new(&GuardConfig::default()).expect("the default policy builds");
@@ -34,13 +34,7 @@ fn main() {
                     &mut report,
                 )
                 .expect("the benchmark body parses"),
-            None => {
-                policy.inspect_path(black_box("/api/v1/orders/search"), &mut report);
-                policy.inspect_query(black_box(&query), &mut report);
-                policy.inspect_header("user-agent", black_box(USER_AGENT), &mut report);
-                policy.inspect_header("referer", black_box(REFERER), &mut report);
-                policy.inspect_header("cookie", black_box(COOKIE), &mut report);
-            }
+            None => inspect_typical_request(&policy, &query, &mut report),
         }
         assert!(report.is_empty(), "the benchmark inputs are benign");
     }

@@ -1,6 +1,11 @@
 //! The inputs of the inspection benchmarks, shared by the criterion bench and the
 //! instruction-count loop (`examples/inspect_loop.rs`, run by `bench/guard-instructions.sh`).
 
+use std::hint::black_box;
+
+use rampart_guard::{Policy, Report};
+
+pub const PATH: &str = "/api/v1/orders/search";
 pub const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36";
 pub const REFERER: &str = "https://shop.example.com/products/shoes?color=blue&size=42";
 pub const COOKIE: &str = "session=3f9a8c7d6e5b4a3f2e1d0c9b8a7f6e5d; theme=dark; lang=es";
@@ -55,4 +60,14 @@ pub fn json_body(size: usize) -> String {
         i += 1;
     }
     serde_json::json!({ "orders": items }).to_string()
+}
+
+/// Inspects the typical request: its path, the query from [`typical_query`] and the inspected
+/// headers.
+pub fn inspect_typical_request(policy: &Policy, query: &str, report: &mut Report) {
+    policy.inspect_path(black_box(PATH), report);
+    policy.inspect_query(black_box(query), report);
+    policy.inspect_header("user-agent", black_box(USER_AGENT), report);
+    policy.inspect_header("referer", black_box(REFERER), report);
+    policy.inspect_header("cookie", black_box(COOKIE), report);
 }
