@@ -1,5 +1,6 @@
-//! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body, or with
-//! `VALUE` set, that one query value) `N` times, for counting instructions under cachegrind
+//! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body, with
+//! `JSON=distinct` the body whose strings all differ, or with `VALUE` set, that one query
+//! value) `N` times, for counting instructions under cachegrind
 //! where timings are too noisy to compare (`bench/guard-instructions.sh`).
 
 use std::hint::black_box;
@@ -8,7 +9,7 @@ use rampart_guard::{GuardConfig, Location, Policy, Report};
 
 #[path = "../benches/inputs/mod.rs"]
 mod inputs;
-use inputs::{inspect_typical_request, json_body, typical_query};
+use inputs::{inspect_typical_request, json_body, json_body_distinct, typical_query};
 
 fn main() {
     let policy = Policy::new(&GuardConfig::default()).expect("the default policy builds");
@@ -16,7 +17,10 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1000);
-    let json = std::env::var_os("JSON").map(|_| json_body(64 * 1024));
+    let json = std::env::var("JSON").ok().map(|kind| match kind.as_str() {
+        "distinct" => json_body_distinct(64 * 1024),
+        _ => json_body(64 * 1024),
+    });
     let value = std::env::var("VALUE").ok();
     let query = typical_query();
     let mut report = Report::default();

@@ -67,8 +67,8 @@ pub(crate) fn inspect(
             // encoding writes text as escapes, so a valid form loses nothing.
             let text = String::from_utf8_lossy(body);
             crate::form::for_each_pair(&text, |name, value| {
-                policy.inspect_value(Location::BodyName, name, name, report);
-                policy.inspect_value(Location::BodyValue, name, value, report);
+                policy.inspect_body_value(Location::BodyName, name, name, report);
+                policy.inspect_body_value(Location::BodyValue, name, value, report);
             });
             Ok(())
         }
@@ -77,7 +77,7 @@ pub(crate) fn inspect(
         BodyKind::Xml => xml(policy, body, report),
         BodyKind::Text => {
             let text = String::from_utf8_lossy(body);
-            policy.inspect_value(Location::BodyValue, "", &text, report);
+            policy.inspect_body_value(Location::BodyValue, "", &text, report);
             Ok(())
         }
     }
@@ -178,7 +178,7 @@ impl<'de> Visitor<'de> for JsonWalk<'_, '_, '_> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
         self.policy
-            .inspect_value(Location::BodyValue, &self.key, v, self.report);
+            .inspect_body_value(Location::BodyValue, &self.key, v, self.report);
         Ok(())
     }
 
@@ -205,7 +205,7 @@ impl<'de> Visitor<'de> for JsonWalk<'_, '_, '_> {
         }
         while let Some(key) = map.next_key_seed(JsonKey)? {
             self.policy
-                .inspect_value(Location::BodyName, &key, &key, self.report);
+                .inspect_body_value(Location::BodyName, &key, &key, self.report);
             map.next_value_seed(JsonWalk {
                 policy: self.policy,
                 report: &mut *self.report,
@@ -261,10 +261,10 @@ fn multipart(
         let (headers, content) = split_part(part)?;
         let (name, filename) = disposition(headers)?;
         match filename {
-            Some(file) => policy.inspect_value(Location::BodyName, &name, &file, report),
+            Some(file) => policy.inspect_body_value(Location::BodyName, &name, &file, report),
             None => {
                 let text = String::from_utf8_lossy(content);
-                policy.inspect_value(Location::BodyValue, &name, &text, report);
+                policy.inspect_body_value(Location::BodyValue, &name, &text, report);
             }
         }
         rest = &rest[end + delimiter.len()..];
@@ -329,7 +329,7 @@ fn xml(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyErro
             Event::Eof => break,
             Event::DocType(d) => {
                 let text = format!("<!DOCTYPE {}>", String::from_utf8_lossy(&d));
-                policy.inspect_value(Location::BodyValue, "", &text, report);
+                policy.inspect_body_value(Location::BodyValue, "", &text, report);
             }
             Event::Start(e) => {
                 depth += 1;
@@ -344,12 +344,12 @@ fn xml(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyErro
             Event::Text(t) => {
                 let text = String::from_utf8_lossy(&t);
                 if !text.trim().is_empty() {
-                    policy.inspect_value(Location::BodyValue, "", &text, report);
+                    policy.inspect_body_value(Location::BodyValue, "", &text, report);
                 }
             }
             Event::CData(t) => {
                 let text = String::from_utf8_lossy(&t);
-                policy.inspect_value(Location::BodyValue, "", &text, report);
+                policy.inspect_body_value(Location::BodyValue, "", &text, report);
             }
             Event::GeneralRef(r) => {
                 // An entity reference other than the five predefined ones needs a DTD.
@@ -358,7 +358,7 @@ fn xml(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyErro
                     && !name.starts_with('#')
                 {
                     let text = format!("<!ENTITY {name}>");
-                    policy.inspect_value(Location::BodyValue, "", &text, report);
+                    policy.inspect_body_value(Location::BodyValue, "", &text, report);
                 }
             }
             _ => {}
@@ -383,7 +383,7 @@ fn inspect_attributes(
     for attr in element.attributes() {
         let attr = attr.map_err(|e| BodyError::Xml(e.to_string()))?;
         let value = String::from_utf8_lossy(&attr.value);
-        policy.inspect_value(Location::BodyValue, &name, &value, report);
+        policy.inspect_body_value(Location::BodyValue, &name, &value, report);
     }
     Ok(())
 }

@@ -403,6 +403,84 @@ pub struct Report {
     findings: Vec<Finding>,
     score: u32,
     hits: Hits,
+    body_clean: CleanInBody,
+}
+
+/// The values of one body already found clean. The records of a body repeat their values
+/// (tags, states, the same note in every order), and what scanning finds depends on nothing
+/// but the value, its location and the policy's paranoia level, all fixed within one body: each
+/// distinct value is scanned once per body. Only clean verdicts are kept, a value is compared
+/// in full (a hash match alone proves nothing), and the memory is forgotten when the next body
+/// starts.
+#[derive(Debug, Default)]
+struct CleanInBody {
+    slots: Vec<CleanSlot>,
+    /// The remembered values, one after another.
+    bytes: Vec<u8>,
+    /// Slots of an older body carry an older generation and count as empty.
+    generation: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CleanSlot {
+    generation: u32,
+    hash: u64,
+    location: Option<Location>,
+    value: std::ops::Range<usize>,
+}
+
+impl CleanInBody {
+    /// Direct-mapped: a value whose slot is taken replaces the older one.
+    const SLOTS: usize = 256;
+    /// Shorter values cost less to scan than to remember; longer ones rarely repeat.
+    const VALUE_BYTES: std::ops::RangeInclusive<usize> = 12..=512;
+    /// Past this much remembered text, new values are scanned without being remembered.
+    const MAX_BYTES: usize = 64 * 1024;
+
+    fn forget(&mut self) {
+        self.bytes.clear();
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            // A wrapped generation could name a slot of long ago as current.
+            self.slots.clear();
+            self.generation = 1;
+        }
+    }
+
+    fn key(location: Location, value: &str) -> Option<(u64, usize)> {
+        if !Self::VALUE_BYTES.contains(&value.len()) {
+            return None;
+        }
+        use std::hash::BuildHasher;
+        let hash = foldhash::fast::FixedState::with_seed(0).hash_one((location, value));
+        Some((hash, hash as usize % Self::SLOTS))
+    }
+
+    fn knows(&self, location: Location, value: &str, (hash, slot): (u64, usize)) -> bool {
+        self.slots.get(slot).is_some_and(|s| {
+            s.generation == self.generation
+                && s.hash == hash
+                && s.location == Some(location)
+                && self.bytes.get(s.value.clone()) == Some(value.as_bytes())
+        })
+    }
+
+    fn remember(&mut self, location: Location, value: &str, (hash, slot): (u64, usize)) {
+        if self.bytes.len() + value.len() > Self::MAX_BYTES {
+            return;
+        }
+        if self.slots.is_empty() {
+            self.slots.resize(Self::SLOTS, CleanSlot::default());
+        }
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(value.as_bytes());
+        self.slots[slot] = CleanSlot {
+            generation: self.generation,
+            hash,
+            location: Some(location),
+            value: start..self.bytes.len(),
+        };
+    }
 }
 
 impl Report {
@@ -423,6 +501,7 @@ impl Report {
         self.findings.clear();
         self.score = 0;
         self.hits.clear();
+        self.body_clean.forget();
     }
 }
 
@@ -467,10 +546,54 @@ impl Policy {
             findings,
             score,
             hits,
+            ..
         } = report;
         hits.clear();
         hits.paranoia = Some(self.config.paranoia);
         scan_value(value, location, hits);
+        self.count_hits(location, name, findings, score, hits);
+    }
+
+    /// [`Policy::inspect_value`] for a value of the body being inspected: a value found clean
+    /// before in the same body is not scanned again.
+    pub(crate) fn inspect_body_value(
+        &self,
+        location: Location,
+        name: &str,
+        value: &str,
+        report: &mut Report,
+    ) {
+        let Some(key) = CleanInBody::key(location, value) else {
+            return self.inspect_value(location, name, value, report);
+        };
+        if self.fully_excluded(name) || report.body_clean.knows(location, value, key) {
+            return;
+        }
+        let Report {
+            findings,
+            score,
+            hits,
+            body_clean,
+        } = report;
+        hits.clear();
+        hits.paranoia = Some(self.config.paranoia);
+        scan_value(value, location, hits);
+        if hits.is_empty() {
+            body_clean.remember(location, value, key);
+            return;
+        }
+        self.count_hits(location, name, findings, score, hits);
+    }
+
+    /// Records the hits of one value that count under this policy.
+    fn count_hits(
+        &self,
+        location: Location,
+        name: &str,
+        findings: &mut Vec<Finding>,
+        score: &mut u32,
+        hits: &Hits,
+    ) {
         for (rule, evidence) in hits.iter() {
             if rule.paranoia > self.config.paranoia || self.excluded(name, rule) {
                 continue;
@@ -555,6 +678,7 @@ impl Policy {
         if self.config.mode == Mode::Off {
             return Ok(());
         }
+        report.body_clean.forget();
         body::inspect(self, content_type, body, report)
     }
 
@@ -597,6 +721,65 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn json_findings(policy: &Policy, body: &str, report: &mut Report) -> Vec<(String, u32)> {
+        policy
+            .inspect_body(Some("application/json"), body.as_bytes(), report)
+            .expect("the test body parses");
+        report
+            .findings()
+            .iter()
+            .map(|f| (f.parameter.clone(), f.rule))
+            .collect()
+    }
+
+    #[test]
+    fn an_attack_repeated_in_a_body_is_found_under_every_key() {
+        let policy = Policy::new(&GuardConfig::default()).expect("valid policy");
+        let attack = "1' or '1'='1' -- x";
+        let body = format!(
+            r#"{{"note":"a clean note, twice","a":"{attack}","again":"a clean note, twice","b":"{attack}"}}"#
+        );
+        let found = json_findings(&policy, &body, &mut Report::default());
+        for key in ["a", "b"] {
+            assert!(found.iter().any(|(p, _)| p == key), "{key}: {found:?}");
+        }
+        assert!(!found.iter().any(|(p, _)| p == "note" || p == "again"));
+    }
+
+    #[test]
+    fn a_clean_verdict_serves_only_the_same_value_at_the_same_location() {
+        let mut clean = CleanInBody::default();
+        let value = "a clean note of some length";
+        let key = CleanInBody::key(Location::BodyValue, value).expect("long enough to remember");
+        clean.remember(Location::BodyValue, value, key);
+        assert!(clean.knows(Location::BodyValue, value, key));
+        // A hash that matched by chance is not enough: the bytes are compared.
+        assert!(!clean.knows(Location::BodyValue, "a clean note of some lengt!", key));
+        assert!(!clean.knows(Location::BodyName, value, key));
+        clean.forget();
+        assert!(!clean.knows(Location::BodyValue, value, key));
+    }
+
+    #[test]
+    fn a_body_clean_under_one_paranoia_level_is_scanned_again_under_another() {
+        let at = |paranoia| {
+            Policy::new(&GuardConfig {
+                paranoia,
+                ..GuardConfig::default()
+            })
+            .expect("valid policy")
+        };
+        // `sqli-numeric-logic` is a paranoia-2 rule, so level 1 finds the value clean.
+        let body = r#"{"q":"1234567890 and 1"}"#;
+        let mut report = Report::default();
+        assert!(json_findings(&at(1), body, &mut report).is_empty());
+        let found = json_findings(&at(2), body, &mut report);
+        assert!(
+            found.contains(&("q".to_owned(), rules::SQLI_NUMERIC_LOGIC.id)),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn rules_above_the_policy_level_are_neither_recorded_nor_counted() {

@@ -43,18 +43,39 @@ pub fn typical_query() -> String {
     q
 }
 
+/// A JSON array of orders of about `size` bytes, as an API receives it: each order has its own
+/// id and title, and repeats the others' note and tags.
 pub fn json_body(size: usize) -> String {
-    let mut items = Vec::new();
-    let mut len = 0;
-    let mut i = 0;
-    while len < size {
-        let item = serde_json::json!({
+    orders(size, |i| {
+        serde_json::json!({
             "id": i,
             "title": format!("Order {i} for customer number {}", i * 7),
             "notes": "Leave the parcel at the door; ring twice. Thanks -- M.",
             "tags": ["priority", "gift-wrap", "fragile"],
             "price": 19.99,
-        });
+        })
+    })
+}
+
+/// The orders of [`json_body`], but no two strings alike: the cost when nothing repeats.
+pub fn json_body_distinct(size: usize) -> String {
+    orders(size, |i| {
+        serde_json::json!({
+            "id": i,
+            "title": format!("Order {i} for customer number {}", i * 7),
+            "notes": format!("Leave parcel {i} at the door; ring {} times. Thanks -- M.", i % 5 + 1),
+            "tags": [format!("priority-{i}"), format!("gift-wrap {}", i * 3), format!("fragile/{}", i * 11)],
+            "price": 19.99,
+        })
+    })
+}
+
+fn orders(size: usize, order: impl Fn(usize) -> serde_json::Value) -> String {
+    let mut items = Vec::new();
+    let mut len = 0;
+    let mut i = 0;
+    while len < size {
+        let item = order(i);
         len += item.to_string().len() + 1;
         items.push(item);
         i += 1;
