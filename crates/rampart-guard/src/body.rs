@@ -86,7 +86,15 @@ pub(crate) fn inspect(
 /// Walks a JSON document without building it, inspecting every key and string value.
 fn json(policy: &Policy, body: &[u8], report: &mut Report) -> Result<(), BodyError> {
     let max_depth = policy.config().json_max_depth;
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // JSON is UTF-8 (RFC 8259): checked once for the whole body, which is cheaper than the
+    // parser checking each string as it reads it.
+    let text = std::str::from_utf8(body).map_err(|e| {
+        BodyError::Json(format!(
+            "invalid UTF-8 at byte {} (JSON text must be UTF-8)",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
     // serde_json's own recursion limit (128) would stop deeper input first; the walk's own
     // depth check gives the configured limit its clear error.
     let walker = JsonWalk {

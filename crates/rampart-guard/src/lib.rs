@@ -734,6 +734,23 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_that_is_not_utf8_is_refused_with_where_it_breaks() {
+        let policy = Policy::new(&GuardConfig::default()).expect("valid policy");
+        for body in [&b"{\"a\":\"caf\xe9\"}"[..], b"{\"a\":1}\xff"] {
+            let err = policy
+                .inspect_body(Some("application/json"), body, &mut Report::default())
+                .expect_err("not UTF-8");
+            let at = body.iter().position(|b| *b >= 0x80).expect("a bad byte");
+            assert_eq!(
+                err,
+                BodyError::Json(format!(
+                    "invalid UTF-8 at byte {at} (JSON text must be UTF-8)"
+                ))
+            );
+        }
+    }
+
+    #[test]
     fn an_attack_repeated_in_a_body_is_found_under_every_key() {
         let policy = Policy::new(&GuardConfig::default()).expect("valid policy");
         let attack = "1' or '1'='1' -- x";
