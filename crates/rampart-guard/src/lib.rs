@@ -303,21 +303,26 @@ pub(crate) fn decode_utf8_len(first: u8) -> usize {
 
 /// Runs every detector on one value, through the decoding pipeline.
 pub fn scan_value(value: &str, location: Location, hits: &mut Hits) {
-    if value.is_empty() {
-        return;
-    }
     let raw = Shape::of(value);
-    // One word says nothing in any of the languages below, unless it spells a path in hex
-    // (`0x2e0x2e0x2f`).
-    if raw.within(Shape::WORD)
-        && !(raw.any(Shape::DIGIT)
-            && value
-                .as_bytes()
-                .windows(2)
-                .any(|w| w[0] == b'0' && w[1].eq_ignore_ascii_case(&b'x')))
-    {
-        return;
+    if !says_nothing(value, raw) {
+        scan_shaped(value, raw, location, hits);
     }
+}
+
+/// Nothing, or one word: that says nothing in any of the languages the detectors read, unless
+/// it spells a path in hex (`0x2e0x2e0x2f`).
+fn says_nothing(value: &str, raw: Shape) -> bool {
+    value.is_empty()
+        || raw.within(Shape::WORD)
+            && !(raw.any(Shape::DIGIT)
+                && value
+                    .as_bytes()
+                    .windows(2)
+                    .any(|w| w[0] == b'0' && w[1].eq_ignore_ascii_case(&b'x')))
+}
+
+/// [`scan_value`] for a value that may say something, whose shape is known.
+fn scan_shaped(value: &str, raw: Shape, location: Location, hits: &mut Hits) {
     let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
         || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
     let base = decode::base_shaped(value, raw);
@@ -539,9 +544,23 @@ impl Policy {
 
     /// Inspects one value and records the findings that count under this policy.
     pub fn inspect_value(&self, location: Location, name: &str, value: &str, report: &mut Report) {
-        if self.config.mode == Mode::Off || self.fully_excluded(name) {
+        let raw = Shape::of(value);
+        if self.config.mode == Mode::Off || says_nothing(value, raw) || self.fully_excluded(name) {
             return;
         }
+        self.scan(location, name, value, raw, report);
+    }
+
+    /// Scans a value that may say something and records what counts; returns whether it was
+    /// clean.
+    fn scan(
+        &self,
+        location: Location,
+        name: &str,
+        value: &str,
+        raw: Shape,
+        report: &mut Report,
+    ) -> bool {
         let Report {
             findings,
             score,
@@ -550,8 +569,12 @@ impl Policy {
         } = report;
         hits.clear();
         hits.paranoia = Some(self.config.paranoia);
-        scan_value(value, location, hits);
+        scan_shaped(value, raw, location, hits);
+        if hits.is_empty() {
+            return true;
+        }
         self.count_hits(location, name, findings, score, hits);
+        false
     }
 
     /// [`Policy::inspect_value`] for a value of the body being inspected: a value found clean
@@ -563,26 +586,20 @@ impl Policy {
         value: &str,
         report: &mut Report,
     ) {
+        let raw = Shape::of(value);
+        if says_nothing(value, raw) || self.fully_excluded(name) {
+            return;
+        }
         let Some(key) = CleanInBody::key(location, value) else {
-            return self.inspect_value(location, name, value, report);
+            self.scan(location, name, value, raw, report);
+            return;
         };
-        if self.fully_excluded(name) || report.body_clean.knows(location, value, key) {
+        if report.body_clean.knows(location, value, key) {
             return;
         }
-        let Report {
-            findings,
-            score,
-            hits,
-            body_clean,
-        } = report;
-        hits.clear();
-        hits.paranoia = Some(self.config.paranoia);
-        scan_value(value, location, hits);
-        if hits.is_empty() {
-            body_clean.remember(location, value, key);
-            return;
+        if self.scan(location, name, value, raw, report) {
+            report.body_clean.remember(location, value, key);
         }
-        self.count_hits(location, name, findings, score, hits);
     }
 
     /// Records the hits of one value that count under this policy.
