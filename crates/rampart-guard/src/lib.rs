@@ -437,8 +437,9 @@ struct CleanSlot {
 impl CleanInBody {
     /// Direct-mapped: a value whose slot is taken replaces the older one.
     const SLOTS: usize = 256;
-    /// Shorter values cost less to scan than to remember; longer ones rarely repeat.
-    const VALUE_BYTES: std::ops::RangeInclusive<usize> = 12..=512;
+    /// Longer values rarely repeat. (Any value asked about says something, and scanning it
+    /// costs more than remembering it.)
+    const MAX_VALUE_BYTES: usize = 512;
     /// Past this much remembered text, new values are scanned without being remembered.
     const MAX_BYTES: usize = 64 * 1024;
 
@@ -453,7 +454,7 @@ impl CleanInBody {
     }
 
     fn key(location: Location, value: &str) -> Option<(u64, usize)> {
-        if !Self::VALUE_BYTES.contains(&value.len()) {
+        if value.len() > Self::MAX_VALUE_BYTES {
             return None;
         }
         use std::hash::BuildHasher;
@@ -785,7 +786,7 @@ mod tests {
     fn a_clean_verdict_serves_only_the_same_value_at_the_same_location() {
         let mut clean = CleanInBody::default();
         let value = "a clean note of some length";
-        let key = CleanInBody::key(Location::BodyValue, value).expect("long enough to remember");
+        let key = CleanInBody::key(Location::BodyValue, value).expect("short enough to remember");
         clean.remember(Location::BodyValue, value, key);
         assert!(clean.knows(Location::BodyValue, value, key));
         // A hash that matched by chance is not enough: the bytes are compared.
