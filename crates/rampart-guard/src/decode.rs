@@ -21,11 +21,21 @@ pub const ENTITY_ROUNDS: usize = 2;
 /// overlong and otherwise lenient UTF-8, NUL and invisible characters removed, Unicode NFKC
 /// (full-width and compatibility forms folded to ASCII), ASCII lower case.
 pub fn base(input: &str) -> Cow<'_, str> {
-    base_shaped(input, Shape::of(input))
+    let mut lowered = String::new();
+    match base_shaped(input, Shape::of(input), &mut lowered).0 {
+        Cow::Borrowed(view) if std::ptr::eq(view, input) => Cow::Borrowed(input),
+        view => Cow::Owned(view.into_owned()),
+    }
 }
 
-/// [`base`] for a caller that has the input's shape already.
-pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
+/// [`base`] for a caller that has the input's shape already, with the view's shape. A view
+/// that is the input in lower case, the common case, is written into `lowered`, a buffer the
+/// caller reuses from value to value.
+pub(crate) fn base_shaped<'a>(
+    input: &'a str,
+    shape: Shape,
+    lowered: &'a mut String,
+) -> (Cow<'a, str>, Shape) {
     let bytes = input.as_bytes();
     let decodable = Shape::NON_ASCII
         .with(Shape::UPPER)
@@ -33,11 +43,14 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
     let plain =
         !(shape.any(decodable) || shape.any(Shape::CONTROL) && memchr::memchr(0, bytes).is_some());
     if plain {
-        return Cow::Borrowed(input);
+        return (Cow::Borrowed(input), shape);
     }
-    // Capitals alone, the common case: one pass.
+    // Capitals alone: one pass.
     if only_lowered(shape) {
-        return Cow::Owned(input.to_ascii_lowercase());
+        lowered.clear();
+        lowered.push_str(input);
+        lowered.make_ascii_lowercase();
+        return (Cow::Borrowed(lowered), shape.lowered());
     }
     let mut text = if shape.has(b'%') {
         url_decode_repeated(bytes)
@@ -54,11 +67,12 @@ pub(crate) fn base_shaped(input: &str, shape: Shape) -> Cow<'_, str> {
         text.retain(|c| c != '\0');
     }
     text.make_ascii_lowercase();
-    Cow::Owned(text)
+    let text_shape = Shape::of(&text);
+    (Cow::Owned(text), text_shape)
 }
 
 /// Whether the base view of a value of this shape is the value in lower case, nothing else.
-pub(crate) fn only_lowered(shape: Shape) -> bool {
+fn only_lowered(shape: Shape) -> bool {
     !shape.any(
         const {
             Shape::NON_ASCII

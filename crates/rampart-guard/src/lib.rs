@@ -70,6 +70,8 @@ pub struct Hits {
     evidence: String,
     sql: sqli::Scratch,
     text: String,
+    /// The base view of a value that decoding only lower-cased.
+    lowered: String,
     /// Rules of a higher paranoia level than this are not recorded: a policy that will not
     /// count them does not pay for their excerpts. `None` records every rule.
     paranoia: Option<u8>,
@@ -323,16 +325,17 @@ fn says_nothing(value: &str, raw: Shape) -> bool {
 
 /// [`scan_value`] for a value that may say something, whose shape is known.
 fn scan_shaped(value: &str, raw: Shape, location: Location, hits: &mut Hits) {
+    let mut lowered = std::mem::take(&mut hits.lowered);
+    scan_views(value, raw, location, hits, &mut lowered);
+    hits.lowered = lowered;
+}
+
+/// Decodes a value into the views the detectors read and runs each detector on its view;
+/// `lowered` is the buffer for a base view that is the value in lower case.
+fn scan_views(value: &str, raw: Shape, location: Location, hits: &mut Hits, lowered: &mut String) {
     let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
         || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
-    let base = decode::base_shaped(value, raw);
-    let base_shape = if let Cow::Borrowed(_) = base {
-        raw
-    } else if decode::only_lowered(raw) {
-        raw.lowered()
-    } else {
-        Shape::of(&base)
-    };
+    let (base, base_shape) = decode::base_shaped(value, raw, lowered);
     // The detectors search their lists only in values with one of these bytes (or a hex
     // spelling, for which nothing is known and so everything is searched).
     let searched = base_shape.any(const { Shape::bytes(b"(.[/:%?$").with(Shape::NON_ASCII) });
