@@ -20,6 +20,9 @@ pub(crate) enum List {
     ProbeCall,
     Sink,
     ScriptMarker,
+    /// For each sensitive file, the longest part of its name between separators: a view that
+    /// holds none of them cannot spell a sensitive name however its debris is read.
+    SensitiveSegment,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -42,13 +45,21 @@ struct Combined {
 static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
     let mut patterns: Vec<&str> = Vec::new();
     let mut lists: Vec<u16> = Vec::new();
-    for (list, words) in LISTS {
-        for word in *words {
+    let segments = crate::path::SENSITIVE_FILES
+        .iter()
+        .filter_map(|name| name.split('/').max_by_key(|segment| segment.len()))
+        .collect::<Vec<_>>();
+    let all = LISTS
+        .iter()
+        .map(|(list, words)| (*list, *words))
+        .chain([(List::SensitiveSegment, &segments[..])]);
+    for (list, words) in all {
+        for word in words {
             match patterns.iter().position(|p| p == word) {
-                Some(i) => lists[i] |= 1 << *list as u16,
+                Some(i) => lists[i] |= 1 << list as u16,
                 None => {
                     patterns.push(word);
-                    lists.push(1 << *list as u16);
+                    lists.push(1 << list as u16);
                 }
             }
         }
