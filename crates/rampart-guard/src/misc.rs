@@ -18,7 +18,9 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
         log4shell(view, hits);
         nosql_operator(view, hits);
     }
-    let ldap_shaped = shape.has(b'(') && shape.has(b')');
+    // Every filter the LDAP check reports holds an assertion's `=` or an empty `(&)`, `(|)`.
+    let ldap_shaped =
+        shape.has(b'(') && shape.has(b')') && shape.any(const { Shape::bytes(b"=&|") });
     let script_shaped =
         shape.any(const { Shape::bytes(b";&|") }) && input.found.has(List::ScriptMarker);
     if ldap_shaped || script_shaped {
