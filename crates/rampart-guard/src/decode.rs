@@ -331,8 +331,9 @@ const NAMED_ENTITIES: &[(&str, char)] = &[
 
 fn decode_entities(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    let mut out = String::with_capacity(text.len());
-    let mut changed = false;
+    // Most `&` in values separate query parameters: nothing is allocated until one starts a
+    // reference.
+    let mut out = String::new();
     let mut last = 0;
     let mut i = 0;
     while let Some(off) = memchr::memchr(b'&', &bytes[i..]) {
@@ -341,13 +342,15 @@ fn decode_entities(text: &str) -> Option<String> {
         let Some((c, consumed)) = entity_at(&bytes[at + 1..]) else {
             continue;
         };
+        if out.capacity() == 0 {
+            out.reserve(text.len());
+        }
         out.push_str(&text[last..at]);
         out.push(c);
         last = at + 1 + consumed;
         i = last;
-        changed = true;
     }
-    if !changed {
+    if last == 0 {
         return None;
     }
     out.push_str(&text[last..]);
