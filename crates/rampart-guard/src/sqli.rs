@@ -944,6 +944,13 @@ fn scan_contexts(view: &str, nested: bool, hits: &mut Hits, scratch: &mut Scratc
     saw_nested
 }
 
+/// Whether the rest of a value after a reopening quote reads as a sentence, as after a word
+/// quoted in prose (`the 'or' operator returns true`): several words. What an attacker
+/// reopens is an operand the application's closing quote completes (`' or '1`, `a' or 'b`).
+fn quotes_a_word_in_prose(rest: &str) -> bool {
+    rest.split_ascii_whitespace().nth(1).is_some()
+}
+
 /// The first quote that ends a string: a doubled quote is an escaped one inside it.
 fn closing_quote(bytes: &[u8], quote: u8) -> Option<usize> {
     let mut from = 0;
@@ -1427,16 +1434,20 @@ fn analyse(view: &str, context: Context, hits: &mut Hits, scratch: &mut Scratch)
                     // `"&page=1&ref=x`: a query string after a quote reads as bitwise AND.
                     let query_string = first == Kind::Op && view[pos[k]..].starts_with('&');
                     // `' || '`, `a' div 'b`: an operator between the application's string and
-                    // one its own closing quote completes. Prose and searches quote words in
-                    // double quotes (`"like" stamp`), so there it takes two operands.
+                    // one its own closing quote completes, unless a sentence follows the
+                    // reopening quote. Prose and searches quote words in double quotes
+                    // (`"like" stamp`) more often, so there it takes two operands.
                     let reopened = tail.open_string.is_some_and(|i| {
                         view.as_bytes()[pos[i]] == quote
-                            && (quote == b'\''
-                                || logic && (tail.operands >= 2 || tail.unary)
+                            && if quote == b'\'' {
+                                !quotes_a_word_in_prose(&view[pos[i] + 1..])
+                            } else {
+                                logic && (tail.operands >= 2 || tail.unary)
                                 // `"-"`: a symbol, and the value ends at the reopening quote.
                                 || k + 2 == t.len()
                                     && pos[i] + 1 == view.len()
-                                    && !view.as_bytes()[pos[k]].is_ascii_alphabetic())
+                                    && !view.as_bytes()[pos[k]].is_ascii_alphabetic()
+                            }
                     });
                     let strong = tail.comparison && !query_string
                         || tail.call
@@ -2251,6 +2262,9 @@ mod tests {
         for attack in [
             // An operator between the application's string and a reopened one.
             "x' || 'y",
+            "A' OR 'B",
+            "A 'OR' B",
+            "' or '1 ",
             "abc' div 'd",
             "5' xor '0",
             "k'*col is \\N or '1",
@@ -2338,6 +2352,9 @@ mod tests {
     fn ordinary_text_is_left_alone() {
         for benign in [
             "O'Brien",
+            // A word quoted in a sentence: the reopened "string" is the rest of the sentence.
+            "the 'or' operator returns true when either side is true",
+            "Use 'and' or 'or' to combine conditions",
             "Rock 'n' roll",
             "Select the best option from the list",
             "union members select a new leader",
