@@ -174,7 +174,9 @@ pub(crate) const WRAPPERS: &[&str] = &[
 ];
 
 /// Absolute paths into system directories: a value that starts with one is a file name the
-/// application was never meant to open.
+/// application was never meant to open. Users' homes and `/tmp` are not among them: files
+/// people name there are their own (the sensitive ones, `.ssh/`, `.bash_history`, are names
+/// of their own).
 const SYSTEM_ROOTS: &[&str] = &[
     "/etc/",
     "/proc/",
@@ -189,8 +191,6 @@ const SYSTEM_ROOTS: &[&str] = &[
     "/private/",
     "/library/",
     "/system/",
-    "/home/",
-    "/tmp/",
     "/bin/",
     "/sbin/",
     "/lib/",
@@ -410,6 +410,8 @@ mod tests {
             "the envelope",
             "report..final.pdf",
             "/api/v1/users",
+            "/home/user/file.txt",
+            "/tmp/upload-1234.csv",
         ] {
             assert!(!flagged(benign), "false positive: {benign}");
         }
