@@ -815,9 +815,9 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
     let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK))
         || shape.any(Shape::NON_ASCII) && memchr::memchr(0xa0, view.as_bytes()).is_some();
     if shape.has(b'+') && !spaced {
-        scan_text(&view.replace('+', " "), hits, &mut scratch);
+        scan_text(&view.replace('+', " "), shape, hits, &mut scratch);
     }
-    scan_text(view, hits, &mut scratch);
+    scan_text(view, shape, hits, &mut scratch);
     hits.sql = scratch;
 }
 
@@ -921,22 +921,31 @@ fn versioned_comment(bytes: &[u8]) -> bool {
     false
 }
 
-fn scan_text(view: &str, hits: &mut Hits, scratch: &mut Scratch) {
-    if scan_contexts(view, false, hits, scratch) {
+/// `shape` tells which quotes occur in the view.
+fn scan_text(view: &str, shape: Shape, hits: &mut Hits, scratch: &mut Scratch) {
+    if scan_contexts(view, shape, false, hits, scratch) {
         // `1/* /* */ */ or 1=1`: PostgreSQL nests comments, MySQL ends them at the first
         // `*/`; each reading can hide what the other shows.
-        scan_contexts(view, true, hits, scratch);
+        scan_contexts(view, shape, true, hits, scratch);
     }
 }
 
 /// Analyses the value as bare SQL and after each quote that could close the application's
 /// string; returns whether a block comment held another `/*`.
-fn scan_contexts(view: &str, nested: bool, hits: &mut Hits, scratch: &mut Scratch) -> bool {
+fn scan_contexts(
+    view: &str,
+    shape: Shape,
+    nested: bool,
+    hits: &mut Hits,
+    scratch: &mut Scratch,
+) -> bool {
     let bytes = view.as_bytes();
     let mut saw_nested = tokenize(view, 0, nested, &mut scratch.tokens);
     analyse(view, Context::Bare, hits, scratch);
     for quote in [b'\'', b'"'] {
-        if let Some(at) = closing_quote(bytes, quote) {
+        if shape.has(quote)
+            && let Some(at) = closing_quote(bytes, quote)
+        {
             saw_nested |= tokenize(view, at + 1, nested, &mut scratch.tokens);
             analyse(view, Context::Quoted(quote), hits, scratch);
         }
