@@ -556,43 +556,54 @@ fn strip_css_comments(text: &str) -> String {
 /// `javascript:` outside a tag: a value an application puts into `href` or `src`.
 fn script_urls(view: &str, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    for scheme in SCRIPT_SCHEMES {
-        // The scheme may be split by characters browsers drop from URLs (`java\tscript:`).
-        let letters = &scheme.as_bytes()[..scheme.len() - 1];
-        let mut from = 0;
-        while let Some(off) = memchr::memchr(letters[0], &bytes[from..]) {
-            let start = from + off;
-            from = start + 1;
-            let mut i = start;
-            let mut matched = 0;
-            while i < bytes.len() && matched < letters.len() {
-                if bytes[i] == letters[matched] {
-                    matched += 1;
-                } else if !(bytes[i] < 0x20 || bytes[i] == 0x7f) {
-                    break;
-                }
-                i += 1;
-            }
-            while i < bytes.len() && bytes[i] <= 0x20 {
-                i += 1;
-            }
-            if matched == letters.len() && bytes.get(i) == Some(&b':') {
-                // Followed by code, not prose: `javascript:alert(1)`, `javascript://%0a...`.
-                let code = &view[i + 1..];
-                let code = code.trim_start();
-                let is_code = code.starts_with("//")
-                    || code
-                        .bytes()
-                        .take(64)
-                        .take_while(|b| !b.is_ascii_whitespace())
-                        .any(|b| matches!(b, b'(' | b'[' | b'=' | b'.' | b'`' | b';' | b'\''));
-                if is_code {
-                    hits.add(&rules::XSS_SCRIPT_URL, view, start);
-                    return;
-                }
-            }
+    // Read back from each `:`, of which values hold few, rather than forward from each first
+    // letter of each scheme.
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(b':', &bytes[from..]) {
+        let colon = from + off;
+        from = colon + 1;
+        let Some(start) = SCRIPT_SCHEMES
+            .iter()
+            .find_map(|scheme| scheme_before(bytes, colon, scheme.as_bytes()))
+        else {
+            continue;
+        };
+        // Followed by code, not prose: `javascript:alert(1)`, `javascript://%0a...`.
+        let code = view[colon + 1..].trim_start();
+        let is_code = code.starts_with("//")
+            || code
+                .bytes()
+                .take(64)
+                .take_while(|b| !b.is_ascii_whitespace())
+                .any(|b| matches!(b, b'(' | b'[' | b'=' | b'.' | b'`' | b';' | b'\''));
+        if is_code {
+            hits.add(&rules::XSS_SCRIPT_URL, view, start);
+            return;
         }
     }
+}
+
+/// Where a scheme's name starts when it ends just before the `:` at `colon`, spelled with the
+/// characters browsers drop from URLs between its letters (`java\tscript:`) and before the
+/// colon. `scheme` ends with its `:`.
+fn scheme_before(bytes: &[u8], colon: usize, scheme: &[u8]) -> Option<usize> {
+    let letters = &scheme[..scheme.len() - 1];
+    let mut i = colon;
+    while i > 0 && bytes[i - 1] <= 0x20 {
+        i -= 1;
+    }
+    for (n, &letter) in letters.iter().enumerate().rev() {
+        if n + 1 < letters.len() {
+            while i > 0 && (bytes[i - 1] < 0x20 || bytes[i - 1] == 0x7f) {
+                i -= 1;
+            }
+        }
+        if i == 0 || bytes[i - 1] != letter {
+            return None;
+        }
+        i -= 1;
+    }
+    Some(i)
 }
 
 /// Where the first quote, `>` or `/` is: any of them before an injected attribute lets it
@@ -690,6 +701,12 @@ mod tests {
             "\" onmouseover=\"alert(1)",
             "' autofocus onfocus=alert(1) x='",
             "javascript:alert(document.cookie)",
+            // Characters browsers drop inside a scheme and before its colon.
+            "java\tscript:alert(1)",
+            "java\u{1}scr\u{7f}ipt:alert(1)",
+            "vbscript :msgbox(1)",
+            "x=1&next=livescript:eval(name)",
+            "mocha:[code]",
             "&lt;script&gt;alert(1)&lt;/script&gt;",
             "%3Cscript%3Ealert(1)%3C/script%3E",
             "\\x3cscript\\x3ealert(1)\\x3c/script\\x3e",
@@ -729,6 +746,8 @@ mod tests {
             "x<5",
             "I <3 cats",
             "javascript: the good parts",
+            "java script:a.b",
+            "the javascript scheme: (see below)",
             "see https://example.com/page?a=1&b=2",
             "once upon a time",
             "Tom & Jerry",
