@@ -16,7 +16,7 @@ instructions() { # iterations [JSON kind]
   env N="$1" ${2:+JSON=$2} ${VALUE:+VALUE="$VALUE"} valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file=/dev/null "$BIN" 2>&1 | awk '/I *refs/ { gsub(",", "", $4); print $4 }'
 }
-per_iteration() { # name few many [JSON]
+per_iteration() { # name few many [JSON kind]
   local a b
   a=$(instructions "$2" "${4:-}")
   b=$(instructions "$3" "${4:-}")

@@ -237,9 +237,10 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
             .get_or_init(|| debris.then(|| crate::decode::loose_path(view)).flatten())
             .as_deref()
     };
-    if let Some(pos) = traversal(bytes) {
+    let dotdot = crate::find(bytes, b"..").is_some();
+    if dotdot && let Some(pos) = traversal(bytes) {
         hits.add(&rules::TRAVERSAL_DOTDOT, view, pos);
-    } else if (hex || crate::find(bytes, b"..").is_some())
+    } else if (hex || dotdot)
         && let Some(loose) = loose_view()
         && let Some(pos) = traversal(loose.as_bytes())
     {
