@@ -1,13 +1,16 @@
 //! `application/x-www-form-urlencoded` pairs decoded as `form_urlencoded` does (`+` is a space,
 //! `%XX` a byte, a `%` that starts no escape stays, invalid UTF-8 is replaced), into two
 //! buffers reused from pair to pair. The input is text already: a part with nothing to decode
-//! is borrowed as it is, and only decoded parts are checked for UTF-8.
+//! is borrowed as it is, and only decoded parts are checked for UTF-8. Each part comes with its
+//! shape: the pass that reads it tells whether it has anything to decode.
 
 use std::borrow::Cow;
 
 use crate::decode::hex_at;
+use crate::shape::Shape;
 
-pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, &str)) {
+/// Calls `each` with every pair's decoded name and value, and their shapes.
+pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, Shape, &str, Shape)) {
     let mut name_buffer = Vec::new();
     let mut value_buffer = Vec::new();
     // `&` is searched with memchr over the rest of the input; `=` and escapes with plain
@@ -26,17 +29,22 @@ pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, &str)) {
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, ""),
         };
-        let name = decode(name, &mut name_buffer);
-        let value = decode(value, &mut value_buffer);
-        each(&name, &value);
+        let (name, name_shape) = decode(name, &mut name_buffer);
+        let (value, value_shape) = decode(value, &mut value_buffer);
+        each(&name, name_shape, &value, value_shape);
     }
 }
 
-fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
+fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> (Cow<'a, str>, Shape) {
+    let shape = Shape::of(part);
+    if !shape.any(const { Shape::bytes(b"+%") }) {
+        return (Cow::Borrowed(part), shape);
+    }
     let bytes = part.as_bytes();
-    let Some(first) = bytes.iter().position(|&b| b == b'+' || b == b'%') else {
-        return Cow::Borrowed(part);
-    };
+    let first = bytes
+        .iter()
+        .position(|&b| b == b'+' || b == b'%')
+        .unwrap_or(bytes.len());
     // The decoded text is never longer than the part: written in place, then cut.
     buffer.clear();
     buffer.extend_from_slice(bytes);
@@ -57,10 +65,12 @@ fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> Cow<'a, str> {
         written += 1;
     }
     buffer.truncate(written);
-    match std::str::from_utf8(buffer) {
+    let text = match std::str::from_utf8(buffer) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(buffer),
-    }
+    };
+    let shape = Shape::of(&text);
+    (text, shape)
 }
 
 #[cfg(test)]
@@ -69,7 +79,10 @@ mod tests {
 
     fn pairs(input: &str) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for_each_pair(input, |n, v| out.push((n.to_owned(), v.to_owned())));
+        for_each_pair(input, |n, n_shape, v, v_shape| {
+            assert_eq!((n_shape, v_shape), (Shape::of(n), Shape::of(v)), "{input}");
+            out.push((n.to_owned(), v.to_owned()))
+        });
         out
     }
 

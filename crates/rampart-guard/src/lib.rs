@@ -405,6 +405,15 @@ pub struct Finding {
     pub evidence: String,
 }
 
+/// One value to inspect: where it was found, under which name, and the shape of its bytes.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    location: Location,
+    name: &'a str,
+    value: &'a str,
+    raw: Shape,
+}
+
 /// What one request's inspection found.
 #[derive(Debug, Default)]
 pub struct Report {
@@ -549,22 +558,37 @@ impl Policy {
     /// Inspects one value and records the findings that count under this policy.
     pub fn inspect_value(&self, location: Location, name: &str, value: &str, report: &mut Report) {
         let raw = Shape::of(value);
-        if self.config.mode == Mode::Off || says_nothing(value, raw) || self.fully_excluded(name) {
+        self.inspect_shaped(
+            Subject {
+                location,
+                name,
+                value,
+                raw,
+            },
+            report,
+        );
+    }
+
+    /// [`Policy::inspect_value`] for a value whose shape is known.
+    fn inspect_shaped(&self, subject: Subject<'_>, report: &mut Report) {
+        if self.config.mode == Mode::Off
+            || says_nothing(subject.value, subject.raw)
+            || self.fully_excluded(subject.name)
+        {
             return;
         }
-        self.scan(location, name, value, raw, report);
+        self.scan(subject, report);
     }
 
     /// Scans a value that may say something and records what counts; returns whether it was
     /// clean.
-    fn scan(
-        &self,
-        location: Location,
-        name: &str,
-        value: &str,
-        raw: Shape,
-        report: &mut Report,
-    ) -> bool {
+    fn scan(&self, subject: Subject<'_>, report: &mut Report) -> bool {
+        let Subject {
+            location,
+            name,
+            value,
+            raw,
+        } = subject;
         let Report {
             findings,
             score,
@@ -594,14 +618,20 @@ impl Policy {
         if says_nothing(value, raw) || self.fully_excluded(name) {
             return;
         }
+        let subject = Subject {
+            location,
+            name,
+            value,
+            raw,
+        };
         let Some(key) = CleanInBody::key(location, value) else {
-            self.scan(location, name, value, raw, report);
+            self.scan(subject, report);
             return;
         };
         if report.body_clean.knows(location, value, key) {
             return;
         }
-        if self.scan(location, name, value, raw, report) {
+        if self.scan(subject, report) {
             report.body_clean.remember(location, value, key);
         }
     }
@@ -662,9 +692,21 @@ impl Policy {
     /// A query string: each argument name and value, URL-decoded once as an application
     /// would see them (the pipeline decodes further).
     pub fn inspect_query(&self, query: &str, report: &mut Report) {
-        form::for_each_pair(query, |name, value| {
-            self.inspect_value(Location::QueryName, name, name, report);
-            self.inspect_value(Location::QueryValue, name, value, report);
+        form::for_each_pair(query, |name, name_shape, value, value_shape| {
+            let name_subject = Subject {
+                location: Location::QueryName,
+                name,
+                value: name,
+                raw: name_shape,
+            };
+            self.inspect_shaped(name_subject, report);
+            let value_subject = Subject {
+                location: Location::QueryValue,
+                name,
+                value,
+                raw: value_shape,
+            };
+            self.inspect_shaped(value_subject, report);
         });
     }
 

@@ -63,11 +63,19 @@ impl Shape {
     pub const NON_ASCII: Shape = Shape(NON_ASCII);
 
     pub fn of(text: &str) -> Shape {
-        let mut mask = 0;
-        for &b in text.as_bytes() {
-            mask |= CLASS[usize::from(b)];
+        // Eight bytes a step into two masks: fewer loop tests, and lookups that do not wait
+        // on each other.
+        let class = |b: u8| CLASS[usize::from(b)];
+        let mut chunks = text.as_bytes().chunks_exact(8);
+        let (mut even, mut odd) = (0, 0);
+        for c in &mut chunks {
+            even |= class(c[0]) | class(c[2]) | class(c[4]) | class(c[6]);
+            odd |= class(c[1]) | class(c[3]) | class(c[5]) | class(c[7]);
         }
-        Shape(mask)
+        for &b in chunks.remainder() {
+            even |= class(b);
+        }
+        Shape(even | odd)
     }
 
     /// The classes of these bytes.
