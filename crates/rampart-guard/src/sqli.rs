@@ -4,7 +4,6 @@
 //! context the input's text up to the first quote of that kind is the end of the application's
 //! string; what follows is what the attacker adds to the query.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use crate::Hits;
@@ -318,21 +317,59 @@ const KEYWORDS: &[(Kw, &[&str])] = &[
     ),
 ];
 
+/// A keyword and what it is, or an empty slot.
+type KeywordSlot = Option<(&'static [u8], Kw)>;
+
+/// The keywords in an open-addressed table hashed on a word's length and three of its
+/// bytes: a lookup computes no full hash and, with the table this sparse, compares one entry.
+/// The table never changes after it is built, so input cannot lengthen its probe runs.
 struct Keywords {
-    words: HashMap<&'static str, Kw, foldhash::fast::FixedState>,
+    slots: Box<[KeywordSlot]>,
     filter: LetterFilter,
+}
+
+impl Keywords {
+    const SLOTS: usize = 1024;
+
+    fn slot(word: &[u8]) -> usize {
+        let (first, second, last) = (
+            word.first().copied().unwrap_or(0),
+            word.get(1).copied().unwrap_or(0),
+            word.last().copied().unwrap_or(0),
+        );
+        let mixed = (word.len() as u32)
+            .wrapping_mul(0x9e37_79b9)
+            .wrapping_add(u32::from(first) << 16 | u32::from(second) << 8 | u32::from(last))
+            .wrapping_mul(0x85eb_ca6b);
+        (mixed >> 22) as usize % Self::SLOTS
+    }
+
+    fn get(&self, word: &[u8]) -> Option<Kw> {
+        let mut slot = Self::slot(word);
+        loop {
+            let (entry, kw) = self.slots[slot]?;
+            if entry == word {
+                return Some(kw);
+            }
+            slot = (slot + 1) % Self::SLOTS;
+        }
+    }
 }
 
 static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
     let mut filter = LetterFilter::default();
-    let mut words = HashMap::default();
+    let mut slots = vec![None; Keywords::SLOTS].into_boxed_slice();
     for (kw, list) in KEYWORDS {
         for word in *list {
             filter.insert(word);
-            words.insert(*word, *kw);
+            let mut slot = Keywords::slot(word.as_bytes());
+            while slots[slot].is_some() {
+                slot = (slot + 1) % Keywords::SLOTS;
+            }
+            slots[slot] = Some((word.as_bytes(), *kw));
         }
     }
-    Keywords { words, filter }
+    Keywords { slots, filter }
 });
 
 /// Most words in a value are not SQL, and only names with `_` or `.` are checked against the
@@ -341,9 +378,9 @@ fn keyword(word: &str) -> Kw {
     let keywords = &*KEYWORD;
     let bytes = word.as_bytes();
     if keywords.filter.may_hold(word)
-        && let Some(kw) = keywords.words.get(word)
+        && let Some(kw) = keywords.get(bytes)
     {
-        return *kw;
+        return kw;
     }
     let catalogue = matches!(
         word.as_bytes().first(),
@@ -2224,10 +2261,32 @@ fn data_statement(view: &str, t: &[Kind], pos: &[usize], i: usize, at: Statement
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::test_support::families;
 
     fn sqli(input: &str) -> bool {
         families(input, 1).contains(&"sqli")
+    }
+
+    #[test]
+    fn every_keyword_is_found_as_what_it_is_and_other_words_are_names() {
+        for (kw, list) in KEYWORDS {
+            for word in *list {
+                assert_eq!(keyword(word), *kw, "{word}");
+            }
+        }
+        for word in [
+            "unions",
+            "selec",
+            "orr",
+            "a",
+            "x86_64",
+            "mozilla",
+            "information",
+        ] {
+            assert_eq!(keyword(word), Kw::Ident, "{word}");
+        }
+        assert_eq!(keyword("information_schema.columns"), Kw::Schema);
     }
 
     #[test]
