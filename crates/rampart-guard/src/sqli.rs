@@ -373,7 +373,8 @@ static KEYWORD: LazyLock<Keywords> = LazyLock::new(|| {
 });
 
 /// Most words in a value are not SQL, and only names with `_` or `.` are checked against the
-/// catalogue prefixes.
+/// catalogue prefixes. Inlined, as the lexer's and the gate's words are its hot callers.
+#[inline(always)]
 fn keyword(word: &str) -> Kw {
     let keywords = &*KEYWORD;
     let bytes = word.as_bytes();
@@ -703,45 +704,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn skip_number(&mut self) {
-        let s = self.s;
-        if s[self.pos..].starts_with(b"0x") || s[self.pos..].starts_with(b"0b") {
-            self.pos += 2;
-            while self.pos < s.len() && s[self.pos].is_ascii_hexdigit() {
-                self.pos += 1;
-            }
-            return;
-        }
-        while self.pos < s.len() && (s[self.pos].is_ascii_digit() || s[self.pos] == b'.') {
-            self.pos += 1;
-        }
-        if self.pos < s.len()
-            && s[self.pos] == b'e'
-            && s.get(self.pos + 1)
-                .is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+')
-        {
-            self.pos += 2;
-            while self.pos < s.len() && s[self.pos].is_ascii_digit() {
-                self.pos += 1;
-            }
-        }
+        self.pos = number_end(self.s, self.pos);
     }
 
     fn skip_word(&mut self) {
-        let s = self.s;
-        while self.pos < s.len() {
-            let c = s[self.pos];
-            if is_word_byte(c) {
-                self.pos += 1;
-            } else if c == b'.'
-                && s.get(self.pos + 1)
-                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_' || *n == b'.')
-            {
-                // Qualified names (`information_schema.tables`, `master..sysdatabases`).
-                self.pos += 1;
-            } else {
-                break;
-            }
-        }
+        self.pos = word_end(self.s, self.pos);
     }
 
     /// Whether the next thing after spaces and comments is `(`: a function call.
@@ -776,6 +743,85 @@ fn tokenize(s: &str, start: usize, nested_comments: bool, out: &mut Vec<Token>) 
         }
     }
     lexer.saw_nested_opener
+}
+
+/// Where a number that starts at `from` ends: digits and dots with an exponent, or `0x` or
+/// `0b` and hex digits.
+#[inline(always)]
+fn number_end(s: &[u8], from: usize) -> usize {
+    let mut pos = from;
+    if s[pos..].starts_with(b"0x") || s[pos..].starts_with(b"0b") {
+        pos += 2;
+        while pos < s.len() && s[pos].is_ascii_hexdigit() {
+            pos += 1;
+        }
+        return pos;
+    }
+    while pos < s.len() && (s[pos].is_ascii_digit() || s[pos] == b'.') {
+        pos += 1;
+    }
+    if pos < s.len()
+        && s[pos] == b'e'
+        && s.get(pos + 1)
+            .is_some_and(|c| c.is_ascii_digit() || *c == b'-' || *c == b'+')
+    {
+        pos += 2;
+        while pos < s.len() && s[pos].is_ascii_digit() {
+            pos += 1;
+        }
+    }
+    pos
+}
+
+/// Where a name that starts at `from` ends: name bytes, and dots inside qualified names
+/// (`information_schema.tables`, `master..sysdatabases`).
+#[inline(always)]
+fn word_end(s: &[u8], from: usize) -> usize {
+    let mut pos = from;
+    while pos < s.len()
+        && (is_word_byte(s[pos])
+            || s[pos] == b'.'
+                && s.get(pos + 1)
+                    .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_' || *n == b'.'))
+    {
+        pos += 1;
+    }
+    pos
+}
+
+/// Whether the bare reading of a value can hold anything [`analyse`] reports there. Every
+/// rule for a bare value needs an SQL keyword or catalogue name, a `(` (a call, a
+/// sub-query), a comment, `||` or `&&`, `@@`, MySQL's `\N`, or a `;` before a statement;
+/// a value with none of them (an address, a link, a phone number) is not tokenized as bare
+/// SQL. The words are cut where the lexer cuts them: after a number, a name may start
+/// (`1union`).
+fn bare_may_say_sql(view: &str, shape: Shape) -> bool {
+    let s = view.as_bytes();
+    if shape.any(const { Shape::bytes(b"(;#\\") })
+        || shape.has(b'-') && crate::find(s, b"--").is_some()
+        || shape.has(b'/') && crate::find(s, b"/*").is_some()
+        || shape.has(b'|') && crate::find(s, b"||").is_some()
+        || shape.has(b'&') && crate::find(s, b"&&").is_some()
+        || shape.has(b'@') && crate::find(s, b"@@").is_some()
+    {
+        return true;
+    }
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'0'..=b'9' => i = number_end(s, i),
+            b'a'..=b'z' | b'_' | b'$' => {
+                let end = word_end(s, i);
+                // Name bytes are ASCII, so both ends are character boundaries.
+                if keyword(view.get(i..end).unwrap_or("")) != Kw::Ident {
+                    return true;
+                }
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    false
 }
 
 /// Where the `*/` that closes a nested block comment starts in its body (after the opening
@@ -977,8 +1023,11 @@ fn scan_contexts(
     scratch: &mut Scratch,
 ) -> bool {
     let bytes = view.as_bytes();
-    let mut saw_nested = tokenize(view, 0, nested, &mut scratch.tokens);
-    analyse(view, Context::Bare, hits, scratch);
+    let mut saw_nested = false;
+    if bare_may_say_sql(view, shape) {
+        saw_nested = tokenize(view, 0, nested, &mut scratch.tokens);
+        analyse(view, Context::Bare, hits, scratch);
+    }
     for quote in [b'\'', b'"'] {
         if shape.has(quote)
             && let Some(at) = closing_quote(bytes, quote)
@@ -2287,6 +2336,98 @@ mod tests {
             assert_eq!(keyword(word), Kw::Ident, "{word}");
         }
         assert_eq!(keyword("information_schema.columns"), Kw::Schema);
+    }
+
+    /// Whether the bare reading of a view finds anything, asked without the gate.
+    fn bare_findings(view: &str) -> bool {
+        let mut hits = Hits::default();
+        let mut scratch = Scratch::default();
+        for nested in [false, true] {
+            tokenize(view, 0, nested, &mut scratch.tokens);
+            analyse(view, Context::Bare, &mut hits, &mut scratch);
+        }
+        !hits.is_empty()
+    }
+
+    /// The gate may let through views the analysis finds clean, never skip one it flags.
+    fn gate_admits(view: &str) -> bool {
+        !bare_findings(view) || bare_may_say_sql(view, Shape::of(view))
+    }
+
+    #[test]
+    fn the_bare_gate_admits_every_bare_finding_in_the_shared_corpus() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/corpus/waf/dev.jsonl");
+        let file = std::fs::File::open(&path)
+            .unwrap_or_else(|e| panic!("the shared corpus is read from {}: {e}", path.display()));
+        let rows = crate::eval::read_corpus(std::io::BufReader::new(file)).unwrap();
+        let mut lowered = String::new();
+        let mut flagged = 0;
+        for (_, _, _, payload) in &rows {
+            // The views the SQL check reads: the base view (decoded, lower-cased), and the
+            // same with `+` read as a space.
+            let (base, _) = crate::decode::base_shaped(payload, Shape::of(payload), &mut lowered);
+            for view in [base.to_string(), base.replace('+', " ")] {
+                assert!(
+                    gate_admits(&view),
+                    "the gate skips the bare findings of {view:?}"
+                );
+                flagged += usize::from(bare_findings(&view));
+            }
+        }
+        // Enough findings that the property was put to the test.
+        assert!(flagged > 10_000, "{flagged} views with bare findings");
+    }
+
+    #[test]
+    fn the_bare_gate_admits_each_kind_of_bare_finding() {
+        // One for each condition of the gate, each flagged by the bare reading alone.
+        for view in [
+            "1union select 1,2,3",
+            "0xabunion select 1,2",
+            "0bunion select 1,2",
+            "1e5union select 1,2",
+            "/*!50000union*/ select 1,2",
+            "1; while 1=1",
+            "a(b) c(d) e(f)",
+            "\\n \\n \\n",
+            "@@version",
+            "1 || 1=1",
+            "1 && 1=1",
+            "1 #",
+            "1 --",
+            "1 /*",
+        ] {
+            assert!(bare_findings(view), "{view:?} is flagged bare");
+            assert!(bare_may_say_sql(view, Shape::of(view)), "{view:?}");
+        }
+        for clean in [
+            "calle de alcalá 42, 28014 madrid",
+            "https://shop.example.com/cart?item=1&qty=2",
+            "+34 612 345 678",
+        ] {
+            assert!(!bare_may_say_sql(clean, Shape::of(clean)), "{clean:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+        /// Fragments glued with and without spaces, so numbers run into names, names into
+        /// quotes and comments into operators.
+        #[test]
+        fn the_bare_gate_admits_every_bare_finding(parts in proptest::collection::vec(
+            proptest::sample::select(&[
+                "union", "select", "all", "from", "where", "order", "by", "limit", "into",
+                "outfile", "or", "and", "not", "null", "true", "is", "like", "in", "case",
+                "when", "then", "end", "if", "while", "do", "sleep", "exec", "declare",
+                "shutdown", "drop", "table", "char", "version", "information_schema.tables",
+                "sp_who", "xp_cmdshell", "@@version", "@a", "1", "0x", "ab", "e", "9", "x",
+                "'", "\"", "`", " ", " ", "(", ")", ";", ",", ".", "=", "<", ">", "!", "-",
+                "+", "*", "/", "|", "&", "#", "--", "/*", "*/", "/*!", "\\n", "\\",
+            ][..]), 1..12)) {
+            let view = parts.concat();
+            proptest::prop_assert!(gate_admits(&view), "{:?}", view);
+        }
     }
 
     #[test]
