@@ -137,4 +137,16 @@ mod tests {
         assert_eq!(Shape::of("Ab-C").lowered(), Shape::of("ab-c"));
         assert_eq!(Shape::of("1-2").lowered(), Shape::of("1-2"));
     }
+
+    #[test]
+    fn every_byte_counts_at_any_place_in_the_eight_byte_steps() {
+        let text = "ab!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ AZ09\r\n\u{1}é";
+        for start in 0..text.len() {
+            for end in start..=text.len() {
+                if let Some(part) = text.get(start..end) {
+                    assert_eq!(Shape::of(part), Shape::bytes(part.as_bytes()), "{part:?}");
+                }
+            }
+        }
+    }
 }
