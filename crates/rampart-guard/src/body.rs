@@ -66,9 +66,9 @@ pub(crate) fn inspect(
             // Raw bytes that are not UTF-8 are replaced before the pairs are split; form
             // encoding writes text as escapes, so a valid form loses nothing.
             let text = String::from_utf8_lossy(body);
-            crate::form::for_each_pair(&text, |name, _, value, _| {
-                policy.inspect_body_value(Location::BodyName, name, name, report);
-                policy.inspect_body_value(Location::BodyValue, name, value, report);
+            let locations = [Location::BodyName, Location::BodyValue];
+            crate::form::for_each_pair(&text, locations, |subject| {
+                policy.inspect_body_shaped(subject, report)
             });
             Ok(())
         }

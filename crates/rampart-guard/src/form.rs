@@ -1,16 +1,21 @@
 //! `application/x-www-form-urlencoded` pairs decoded as `form_urlencoded` does (`+` is a space,
 //! `%XX` a byte, a `%` that starts no escape stays, invalid UTF-8 is replaced), into two
 //! buffers reused from pair to pair. The input is text already: a part with nothing to decode
-//! is borrowed as it is, and only decoded parts are checked for UTF-8. Each part comes with its
-//! shape: the pass that reads it tells whether it has anything to decode.
+//! is borrowed as it is, and only decoded parts are checked for UTF-8. Each part comes as a
+//! [`Subject`] with its shape: the pass that reads it tells whether it has anything to decode.
 
 use std::borrow::Cow;
 
 use crate::decode::hex_at;
 use crate::shape::Shape;
+use crate::{Location, Subject};
 
-/// Calls `each` with every pair's decoded name and value, and their shapes.
-pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, Shape, &str, Shape)) {
+/// Calls `each` with every pair's decoded name, then its value, as found at these locations.
+pub(crate) fn for_each_pair(
+    input: &str,
+    [name_location, value_location]: [Location; 2],
+    mut each: impl FnMut(Subject<'_>),
+) {
     let mut name_buffer = Vec::new();
     let mut value_buffer = Vec::new();
     // `&` is searched with memchr over the rest of the input; `=` and escapes with plain
@@ -31,7 +36,18 @@ pub(crate) fn for_each_pair(input: &str, mut each: impl FnMut(&str, Shape, &str,
         };
         let (name, name_shape) = decode(name, &mut name_buffer);
         let (value, value_shape) = decode(value, &mut value_buffer);
-        each(&name, name_shape, &value, value_shape);
+        each(Subject {
+            location: name_location,
+            name: &name,
+            value: &name,
+            raw: name_shape,
+        });
+        each(Subject {
+            location: value_location,
+            name: &name,
+            value: &value,
+            raw: value_shape,
+        });
     }
 }
 
@@ -78,10 +94,21 @@ mod tests {
     use super::*;
 
     fn pairs(input: &str) -> Vec<(String, String)> {
-        let mut out = Vec::new();
-        for_each_pair(input, |n, n_shape, v, v_shape| {
-            assert_eq!((n_shape, v_shape), (Shape::of(n), Shape::of(v)), "{input}");
-            out.push((n.to_owned(), v.to_owned()))
+        let mut out: Vec<(String, String)> = Vec::new();
+        let locations = [Location::QueryName, Location::QueryValue];
+        for_each_pair(input, locations, |subject| {
+            assert_eq!(subject.raw, Shape::of(subject.value), "{input}");
+            match subject.location {
+                Location::QueryName => {
+                    assert_eq!(subject.name, subject.value, "{input}");
+                    out.push((subject.name.to_owned(), String::new()));
+                }
+                _ => {
+                    let (name, value) = out.last_mut().expect("the name comes first");
+                    assert_eq!(name, subject.name, "{input}");
+                    *value = subject.value.to_owned();
+                }
+            }
         });
         out
     }

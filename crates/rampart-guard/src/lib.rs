@@ -407,11 +407,22 @@ pub struct Finding {
 
 /// One value to inspect: where it was found, under which name, and the shape of its bytes.
 #[derive(Clone, Copy)]
-struct Subject<'a> {
-    location: Location,
-    name: &'a str,
-    value: &'a str,
-    raw: Shape,
+pub(crate) struct Subject<'a> {
+    pub location: Location,
+    pub name: &'a str,
+    pub value: &'a str,
+    pub raw: Shape,
+}
+
+impl<'a> Subject<'a> {
+    fn new(location: Location, name: &'a str, value: &'a str) -> Self {
+        Subject {
+            location,
+            name,
+            value,
+            raw: Shape::of(value),
+        }
+    }
 }
 
 /// What one request's inspection found.
@@ -557,16 +568,7 @@ impl Policy {
 
     /// Inspects one value and records the findings that count under this policy.
     pub fn inspect_value(&self, location: Location, name: &str, value: &str, report: &mut Report) {
-        let raw = Shape::of(value);
-        self.inspect_shaped(
-            Subject {
-                location,
-                name,
-                value,
-                raw,
-            },
-            report,
-        );
+        self.inspect_shaped(Subject::new(location, name, value), report);
     }
 
     /// [`Policy::inspect_value`] for a value whose shape is known.
@@ -607,6 +609,9 @@ impl Policy {
 
     /// [`Policy::inspect_value`] for a value of the body being inspected: a value found clean
     /// before in the same body is not scanned again.
+    // Inlined into the JSON walk, its hot caller: the 64 KB body takes 2.65M instructions
+    // with a call here, 2.53M without.
+    #[inline]
     pub(crate) fn inspect_body_value(
         &self,
         location: Location,
@@ -614,16 +619,20 @@ impl Policy {
         value: &str,
         report: &mut Report,
     ) {
-        let raw = Shape::of(value);
-        if says_nothing(value, raw) || self.fully_excluded(name) {
-            return;
-        }
-        let subject = Subject {
+        self.inspect_body_shaped(Subject::new(location, name, value), report);
+    }
+
+    /// [`Policy::inspect_body_value`] for a value whose shape is known.
+    pub(crate) fn inspect_body_shaped(&self, subject: Subject<'_>, report: &mut Report) {
+        let Subject {
             location,
             name,
             value,
             raw,
-        };
+        } = subject;
+        if says_nothing(value, raw) || self.fully_excluded(name) {
+            return;
+        }
         let Some(key) = CleanInBody::key(location, value) else {
             self.scan(subject, report);
             return;
@@ -692,21 +701,9 @@ impl Policy {
     /// A query string: each argument name and value, URL-decoded once as an application
     /// would see them (the pipeline decodes further).
     pub fn inspect_query(&self, query: &str, report: &mut Report) {
-        form::for_each_pair(query, |name, name_shape, value, value_shape| {
-            let name_subject = Subject {
-                location: Location::QueryName,
-                name,
-                value: name,
-                raw: name_shape,
-            };
-            self.inspect_shaped(name_subject, report);
-            let value_subject = Subject {
-                location: Location::QueryValue,
-                name,
-                value,
-                raw: value_shape,
-            };
-            self.inspect_shaped(value_subject, report);
+        let locations = [Location::QueryName, Location::QueryValue];
+        form::for_each_pair(query, locations, |subject| {
+            self.inspect_shaped(subject, report)
         });
     }
 
