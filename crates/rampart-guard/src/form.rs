@@ -56,37 +56,55 @@ fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> (Cow<'a, str>, Shape) {
     if !shape.any(const { Shape::bytes(b"+%") }) {
         return (Cow::Borrowed(part), shape);
     }
-    let bytes = part.as_bytes();
-    let first = bytes
-        .iter()
-        .position(|&b| b == b'+' || b == b'%')
-        .unwrap_or(bytes.len());
-    // The decoded text is never longer than the part: written in place, then cut.
+    // The decoded text is never longer than the part: decoded in place, then cut. `+` goes
+    // first, in a pass the compiler vectorizes, so a `%2B` decoded after it stays a `+`.
     buffer.clear();
-    buffer.extend_from_slice(bytes);
-    let mut written = first;
-    let mut i = first;
-    while i < bytes.len() {
-        let mut b = bytes[i];
-        i += 1;
-        if b == b'+' {
-            b = b' ';
-        } else if b == b'%'
-            && let (Some(high), Some(low)) = (hex_at(bytes, i), hex_at(bytes, i + 1))
-        {
-            b = high << 4 | low;
-            i += 2;
+    buffer.extend_from_slice(part.as_bytes());
+    if shape.has(b'+') {
+        for b in buffer.iter_mut() {
+            *b = if *b == b'+' { b' ' } else { *b };
         }
-        buffer[written] = b;
-        written += 1;
     }
-    buffer.truncate(written);
+    if shape.has(b'%') {
+        decode_escapes(buffer);
+    }
     let text = match std::str::from_utf8(buffer) {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => String::from_utf8_lossy(buffer),
     };
     let shape = Shape::of(&text);
     (text, shape)
+}
+
+/// Decodes the `%XX` escapes of `buffer` in place, moving the text between them down as a
+/// whole; a `%` that starts no escape stays.
+fn decode_escapes(buffer: &mut Vec<u8>) {
+    let next_percent = |buffer: &[u8], from: usize| {
+        buffer[from..]
+            .iter()
+            .position(|&b| b == b'%')
+            .map_or(buffer.len(), |o| from + o)
+    };
+    let mut read = next_percent(buffer, 0);
+    let mut written = read;
+    while read < buffer.len() {
+        buffer[written] = match (hex_at(buffer, read + 1), hex_at(buffer, read + 2)) {
+            (Some(high), Some(low)) => {
+                read += 3;
+                high << 4 | low
+            }
+            _ => {
+                read += 1;
+                b'%'
+            }
+        };
+        written += 1;
+        let next = next_percent(buffer, read);
+        buffer.copy_within(read..next, written);
+        written += next - read;
+        read = next;
+    }
+    buffer.truncate(written);
 }
 
 #[cfg(test)]
