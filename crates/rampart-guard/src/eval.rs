@@ -106,6 +106,19 @@ pub fn read_corpus(
     Ok(rows)
 }
 
+/// The payloads of the shared corpus (`../shared/corpus/waf/dev.jsonl`), for the tests that
+/// hold a property over every one of them.
+#[cfg(test)]
+pub(crate) fn shared_corpus_payloads() -> Vec<String> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus/waf/dev.jsonl");
+    let file = std::fs::File::open(&path)
+        .unwrap_or_else(|e| panic!("the shared corpus is read from {}: {e}", path.display()));
+    let rows = read_corpus(std::io::BufReader::new(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    rows.into_iter().map(|(_, _, _, payload)| payload).collect()
+}
+
 /// Whether the policy blocks this payload in this placement.
 pub fn decide(policy: &Policy, placement: Placement, payload: &str, report: &mut Report) -> bool {
     report.clear();

@@ -36,40 +36,136 @@ const LISTS: &[(List, &[&str])] = &[
     (List::ScriptMarker, crate::misc::NOSQL_SCRIPT_PARTS),
 ];
 
+/// The combined search as a table of its own, read with one lookup per byte: the automaton
+/// of `aho-corasick`, copied out so the loop has no more to do than index and compare.
 struct Combined {
-    automaton: DFA,
-    /// For each distinct pattern, the lists it belongs to.
-    lists: Vec<u16>,
+    /// Each byte's class: the bytes of the patterns have one each, all others share class 0.
+    classes: [u8; 256],
+    /// `transitions[state + class]` is the next state. States are premultiplied by the
+    /// number of classes, and the states where patterns end come first. The table's length
+    /// is fixed, so the index, masked to it, needs no bounds check.
+    transitions: Box<[u32; TRANSITIONS]>,
+    start: u32,
+    /// The states below this one are those where patterns end.
+    matches_below: u32,
+    /// Per class count, to turn a matching state into its index in `lists`.
+    stride: u32,
+    /// For each state where patterns end, the lists those patterns belong to.
+    lists: Box<[u16]>,
+}
+
+/// Room for the transitions of every state (1,878 states of 51 classes today).
+const TRANSITIONS: usize = 1 << 17;
+
+/// Every list with its words.
+fn lists() -> Vec<(List, Vec<&'static str>)> {
+    let segments = crate::path::SENSITIVE_FILES
+        .iter()
+        .filter_map(|name| name.split('/').max_by_key(|segment| segment.len()))
+        .collect();
+    LISTS
+        .iter()
+        .map(|(list, words)| (*list, words.to_vec()))
+        .chain([(List::SensitiveSegment, segments)])
+        .collect()
 }
 
 static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
     let mut patterns: Vec<&str> = Vec::new();
-    let mut lists: Vec<u16> = Vec::new();
-    let segments = crate::path::SENSITIVE_FILES
-        .iter()
-        .filter_map(|name| name.split('/').max_by_key(|segment| segment.len()))
-        .collect::<Vec<_>>();
-    let all = LISTS
-        .iter()
-        .map(|(list, words)| (*list, *words))
-        .chain([(List::SensitiveSegment, &segments[..])]);
-    for (list, words) in all {
+    let mut pattern_lists: Vec<u16> = Vec::new();
+    for (list, words) in lists() {
         for word in words {
-            match patterns.iter().position(|p| p == word) {
-                Some(i) => lists[i] |= 1 << list as u16,
+            match patterns.iter().position(|p| *p == word) {
+                Some(i) => pattern_lists[i] |= 1 << list as u16,
                 None => {
                     patterns.push(word);
-                    lists.push(1 << list as u16);
+                    pattern_lists.push(1 << list as u16);
                 }
             }
         }
     }
-    let automaton = DFA::builder()
+    let dfa = DFA::builder()
         .match_kind(MatchKind::Standard)
         .prefilter(false)
         .build(&patterns)
         .expect("literal patterns build");
-    Combined { automaton, lists }
+
+    // One representative byte per class: a byte outside every pattern leads every state
+    // where the same other such byte does.
+    let mut classes = [0u8; 256];
+    let mut representatives = vec![0u8];
+    for pattern in &patterns {
+        for &b in pattern.as_bytes() {
+            if classes[usize::from(b)] == 0 {
+                classes[usize::from(b)] = representatives.len() as u8;
+                representatives.push(b);
+            }
+        }
+    }
+    representatives[0] = (0..=255u8)
+        .find(|&b| classes[usize::from(b)] == 0)
+        .expect("some byte is in no pattern");
+
+    // Every state reachable from the start, then numbered with the matching ones first.
+    let start = dfa
+        .start_state(Anchored::No)
+        .expect("the unanchored search has a start");
+    let mut states = vec![start];
+    let mut index = std::collections::HashMap::from([(start, 0usize)]);
+    let mut next = Vec::new();
+    let mut i = 0;
+    while i < states.len() {
+        for &b in &representatives {
+            let target = dfa.next_state(Anchored::No, states[i], b);
+            let target = *index.entry(target).or_insert_with(|| {
+                states.push(target);
+                states.len() - 1
+            });
+            next.push(target);
+        }
+        i += 1;
+    }
+    let lists_of = |state| {
+        (0..dfa.match_len(state))
+            .map(|m| pattern_lists[dfa.match_pattern(state, m).as_usize()])
+            .fold(0, |acc, lists| acc | lists)
+    };
+    let mut order: Vec<usize> = (0..states.len()).collect();
+    order.sort_by_key(|&s| !dfa.is_match(states[s]));
+    let mut number = vec![0u32; states.len()];
+    for (n, &s) in order.iter().enumerate() {
+        number[s] = n as u32;
+    }
+    let stride = representatives.len();
+    assert!(
+        states.len() * stride <= TRANSITIONS,
+        "the literal automaton outgrew its table"
+    );
+    let mut transitions: Box<[u32; TRANSITIONS]> = vec![0u32; TRANSITIONS]
+        .into_boxed_slice()
+        .try_into()
+        .expect("the table has its fixed length");
+    for s in 0..states.len() {
+        for class in 0..stride {
+            let row = number[s] as usize * stride;
+            transitions[row + class] = number[next[s * stride + class]] * stride as u32;
+        }
+    }
+    let matching = order
+        .iter()
+        .take_while(|&&s| dfa.is_match(states[s]))
+        .count();
+    Combined {
+        classes,
+        transitions,
+        start: number[0] * stride as u32,
+        matches_below: (matching * stride) as u32,
+        stride: stride as u32,
+        lists: order[..matching]
+            .iter()
+            .map(|&s| lists_of(states[s]))
+            .collect(),
+    }
 });
 
 /// Which lists occur in a view.
@@ -82,21 +178,33 @@ impl Found {
 
     pub fn of(view: &[u8]) -> Found {
         let combined = &*COMBINED;
-        let dfa = &combined.automaton;
-        // Every state is entered byte by byte and every match state names all the patterns
-        // that end there: stepping the DFA directly is the overlapping search without the
-        // iterator around it.
-        let Ok(mut state) = dfa.start_state(Anchored::No) else {
-            return Found::UNKNOWN;
+        // Every state is entered byte by byte and every matching state names the lists of all
+        // the patterns that end there: the overlapping search without the iterator around it.
+        let step = |state: u32, byte: u8| {
+            let class = u32::from(combined.classes[usize::from(byte)]);
+            combined.transitions[(state + class) as usize % TRANSITIONS]
         };
-        let mut found = 0;
-        for &byte in view {
-            state = dfa.next_state(Anchored::No, state, byte);
-            if dfa.is_special(state) && dfa.is_match(state) {
-                for i in 0..dfa.match_len(state) {
-                    found |= combined.lists[dfa.match_pattern(state, i).as_usize()];
-                }
+        let lists = |state: u32| {
+            if state < combined.matches_below {
+                combined.lists[(state / combined.stride) as usize]
+            } else {
+                0
             }
+        };
+        let mut state = combined.start;
+        let mut found = 0;
+        // Two bytes a step, with one test for both: patterns end in few places.
+        let mut pairs = view.chunks_exact(2);
+        for pair in &mut pairs {
+            let first = step(state, pair[0]);
+            state = step(first, pair[1]);
+            if first.min(state) < combined.matches_below {
+                found |= lists(first) | lists(state);
+            }
+        }
+        for &byte in pairs.remainder() {
+            state = step(state, byte);
+            found |= lists(state);
         }
         Found(found)
     }
@@ -119,5 +227,54 @@ mod tests {
         let none = Found::of(b"leave the parcel at the door; ring twice");
         assert_eq!(none, Found(0));
         assert!(Found::UNKNOWN.has(List::ProbeCall));
+    }
+
+    /// The lists one of whose words occurs in the view, searched word by word.
+    fn found_word_by_word(view: &[u8]) -> Found {
+        let mut found = 0;
+        for (list, words) in lists() {
+            if words
+                .iter()
+                .any(|w| memchr::memmem::find(view, w.as_bytes()).is_some())
+            {
+                found |= 1 << list as u16;
+            }
+        }
+        Found(found)
+    }
+
+    #[test]
+    fn the_combined_search_finds_what_a_search_word_by_word_finds_in_the_shared_corpus() {
+        let mut with_lists = 0;
+        for payload in crate::eval::shared_corpus_payloads() {
+            let view = crate::decode::base(&payload);
+            let found = Found::of(view.as_bytes());
+            assert_eq!(found, found_word_by_word(view.as_bytes()), "{view:?}");
+            with_lists += usize::from(found != Found(0));
+        }
+        // Enough views hold words that the search was put to the test.
+        assert!(
+            with_lists > 5_000,
+            "{with_lists} views hold words of the lists"
+        );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Pieces of the words glued together, so one word's start follows another's part and
+        /// the search must fall back from a partial match to the right place.
+        #[test]
+        fn the_combined_search_finds_what_a_search_word_by_word_finds(
+            pieces in proptest::collection::vec((0usize..1000, 0usize..40, 0usize..40), 1..8)
+        ) {
+            let words: Vec<&str> = lists().into_iter().flat_map(|(_, words)| words).collect();
+            let mut view = Vec::new();
+            for (word, from, to) in pieces {
+                let word = words[word % words.len()].as_bytes();
+                let (from, to) = (from.min(word.len()), to.min(word.len()));
+                view.extend_from_slice(&word[from.min(to)..from.max(to)]);
+            }
+            proptest::prop_assert_eq!(Found::of(&view), found_word_by_word(&view));
+        }
     }
 }
