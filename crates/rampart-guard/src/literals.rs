@@ -52,6 +52,8 @@ struct Combined {
     stride: u32,
     /// For each state where patterns end, the lists those patterns belong to.
     lists: Box<[u16]>,
+    /// For each state, the length of the pattern start it stands for.
+    depths: Box<[u8]>,
 }
 
 /// Room for the transitions of every state (1,878 states of 51 classes today).
@@ -110,7 +112,10 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
     let start = dfa
         .start_state(Anchored::No)
         .expect("the unanchored search has a start");
+    // Breadth first, so a state is first reached by the shortest text that leads to it: the
+    // pattern start it stands for, whose length is its depth.
     let mut states = vec![start];
+    let mut depths = vec![0u8];
     let mut index = std::collections::HashMap::from([(start, 0usize)]);
     let mut next = Vec::new();
     let mut i = 0;
@@ -119,6 +124,7 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
             let target = dfa.next_state(Anchored::No, states[i], b);
             let target = *index.entry(target).or_insert_with(|| {
                 states.push(target);
+                depths.push(depths[i] + 1);
                 states.len() - 1
             });
             next.push(target);
@@ -165,8 +171,44 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
             .iter()
             .map(|&s| lists_of(states[s]))
             .collect(),
+        depths: order.iter().map(|&s| depths[s]).collect(),
     }
 });
+
+/// Views at least this long are searched in two halves.
+const SPLIT_FROM: usize = 32;
+
+impl Combined {
+    fn step(&self, state: u32, byte: u8) -> u32 {
+        let class = u32::from(self.classes[usize::from(byte)]);
+        self.transitions[(state + class) as usize % TRANSITIONS]
+    }
+
+    /// The lists of the patterns that end where the search entered this state.
+    fn lists(&self, state: u32) -> u16 {
+        if state < self.matches_below {
+            self.lists[(state / self.stride) as usize]
+        } else {
+            0
+        }
+    }
+
+    fn depth(&self, state: u32) -> u8 {
+        self.depths[(state / self.stride) as usize]
+    }
+
+    /// Every state is entered byte by byte and every matching state names the lists of all
+    /// the patterns that end there: the overlapping search without the iterator around it.
+    /// The state it ends in, and the lists found.
+    fn search(&self, mut state: u32, text: &[u8]) -> (u32, u16) {
+        let mut found = 0;
+        for &byte in text {
+            state = self.step(state, byte);
+            found |= self.lists(state);
+        }
+        (state, found)
+    }
+}
 
 /// Which lists occur in a view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,33 +220,30 @@ impl Found {
 
     pub fn of(view: &[u8]) -> Found {
         let combined = &*COMBINED;
-        // Every state is entered byte by byte and every matching state names the lists of all
-        // the patterns that end there: the overlapping search without the iterator around it.
-        let step = |state: u32, byte: u8| {
-            let class = u32::from(combined.classes[usize::from(byte)]);
-            combined.transitions[(state + class) as usize % TRANSITIONS]
-        };
-        let lists = |state: u32| {
-            if state < combined.matches_below {
-                combined.lists[(state / combined.stride) as usize]
-            } else {
-                0
-            }
-        };
-        let mut state = combined.start;
+        if view.len() < SPLIT_FROM {
+            return Found(combined.search(combined.start, view).1);
+        }
+        // Each byte's step waits on the one before: two halves searched side by side make two
+        // chains of lookups that run at once.
+        let (front, back) = view.split_at(view.len() / 2);
+        let (mut in_front, mut in_back) = (combined.start, combined.start);
         let mut found = 0;
-        // Two bytes a step, with one test for both: patterns end in few places.
-        let mut pairs = view.chunks_exact(2);
-        for pair in &mut pairs {
-            let first = step(state, pair[0]);
-            state = step(first, pair[1]);
-            if first.min(state) < combined.matches_below {
-                found |= lists(first) | lists(state);
+        for (&a, &b) in front.iter().zip(back) {
+            in_front = combined.step(in_front, a);
+            in_back = combined.step(in_back, b);
+            if in_front.min(in_back) < combined.matches_below {
+                found |= combined.lists(in_front) | combined.lists(in_back);
             }
         }
-        for &byte in pairs.remainder() {
-            state = step(state, byte);
-            found |= lists(state);
+        found |= combined.search(in_back, &back[front.len()..]).1;
+        // A pattern that starts in the front and ends in the back: the front's search goes on
+        // while the pattern start it stands for began in the front.
+        for (read, &b) in back.iter().enumerate() {
+            if usize::from(combined.depth(in_front)) <= read {
+                break;
+            }
+            in_front = combined.step(in_front, b);
+            found |= combined.lists(in_front);
         }
         Found(found)
     }
@@ -257,6 +296,18 @@ mod tests {
             with_lists > 5_000,
             "{with_lists} views hold words of the lists"
         );
+    }
+
+    #[test]
+    fn a_word_is_found_wherever_it_falls_against_the_halves_of_a_long_view() {
+        for (list, words) in lists() {
+            for word in words {
+                for before in 0..48 {
+                    let view = format!("{}{word}{}", "~".repeat(before), "~".repeat(40));
+                    assert!(Found::of(view.as_bytes()).has(list), "{view:?}");
+                }
+            }
+        }
     }
 
     proptest::proptest! {
