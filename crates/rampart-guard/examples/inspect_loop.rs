@@ -1,7 +1,7 @@
 //! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body, with
-//! `JSON=distinct` the body whose strings all differ, or with `VALUE` set, that one query
-//! value) `N` times, for counting instructions under cachegrind
-//! where timings are too noisy to compare (`bench/guard-instructions.sh`).
+//! `JSON=distinct` the body whose strings all differ, with `VALUE` set, that one query
+//! value, or with `QUERY` set, that query string) `N` times, for counting instructions under
+//! cachegrind where timings are too noisy to compare (`bench/guard-instructions.sh`).
 
 use std::hint::black_box;
 
@@ -22,12 +22,17 @@ fn main() {
         _ => json_body(64 * 1024),
     });
     let value = std::env::var("VALUE").ok();
-    let query = typical_query();
+    let query = std::env::var("QUERY").ok();
+    let typical = typical_query();
     let mut report = Report::default();
     for _ in 0..iterations {
         report.clear();
         if let Some(value) = &value {
             policy.inspect_value(Location::QueryValue, "q", black_box(value), &mut report);
+            continue;
+        }
+        if let Some(query) = &query {
+            policy.inspect_query(black_box(query), &mut report);
             continue;
         }
         match &json {
@@ -38,7 +43,7 @@ fn main() {
                     &mut report,
                 )
                 .expect("the benchmark body parses"),
-            None => inspect_typical_request(&policy, &query, &mut report),
+            None => inspect_typical_request(&policy, &typical, &mut report),
         }
         assert!(report.is_empty(), "the benchmark inputs are benign");
     }

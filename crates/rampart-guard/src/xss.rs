@@ -723,6 +723,10 @@ mod tests {
             "alert`1`",
             "(confirm)(1)",
             "\" style=x:expression(alert(1)) x=\"",
+            // Spaces between a name and its `=`, and a name that is the whole value's start.
+            "x\" onclick \t=alert(1)",
+            "onclick=alert(1)",
+            "x' style  =x:expression(alert(1))",
         ] {
             assert!(xss(attack), "missed: {attack}");
         }
@@ -762,6 +766,10 @@ mod tests {
             "window[0] is the first frame",
             "style=modern",
             "my style: expression(joy)",
+            // A handler's name inside a longer word, or given no value.
+            "x\" xonclick=1",
+            "x\" onclick 1",
+            "x' mystyle=x:expression(1)",
         ] {
             assert!(!xss(benign), "false positive: {benign}");
         }
