@@ -45,8 +45,12 @@ pub(crate) fn base_shaped<'a>(
     if plain {
         return (Cow::Borrowed(input), shape);
     }
-    // Capitals alone: one pass.
-    if only_lowered(shape) {
+    // Capitals alone, or beside letters that NFKC leaves as they are (names and words of
+    // most European languages): one pass, or none.
+    if only_lowered(shape) || only_lowered(shape.without(Shape::NON_ASCII)) && nfkc_keeps(input) {
+        if !shape.any(Shape::UPPER) {
+            return (Cow::Borrowed(input), shape);
+        }
         lowered.clear();
         lowered.push_str(input);
         lowered.make_ascii_lowercase();
@@ -80,6 +84,21 @@ fn only_lowered(shape: Shape) -> bool {
                 .with(Shape::bytes(b"%"))
         },
     )
+}
+
+/// Whether NFKC, invisible characters and best-fit folding leave every character of the text
+/// as it is: ASCII and the precomposed Latin letters (U+00C0 to U+017F) but the ligatures and
+/// compatibility forms among them. A combining mark, which could compose with a letter, is
+/// none of these.
+fn nfkc_keeps(text: &str) -> bool {
+    text.chars().all(|c| {
+        c.is_ascii()
+            || matches!(c, '\u{c0}'..='\u{17f}')
+                && !matches!(
+                    c,
+                    '\u{132}' | '\u{133}' | '\u{13f}' | '\u{140}' | '\u{149}' | '\u{17f}'
+                )
+    })
 }
 
 /// NFKC without the invisible characters. Only the non-ASCII runs are normalized, each with
@@ -652,6 +671,28 @@ mod tests {
         assert_eq!(base("\u{ff1c}ＳＣＲＩＰＴ\u{ff1e}"), "<script>");
         assert_eq!(base("%uff0e%uff0e/"), "../");
         assert_eq!(base("a%ffb"), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn the_letters_normalization_keeps_are_kept_by_it() {
+        let mut letters = 0;
+        for c in (0x80..0x250).filter_map(char::from_u32) {
+            for text in [format!("{c}"), format!("A{c}b"), format!("{c}{c} x")] {
+                if !nfkc_keeps(&text) {
+                    continue;
+                }
+                letters += 1;
+                assert_eq!(nfkc_visible(&text), text, "{text:?}");
+                let mut lowered = String::new();
+                let (fast, _) = base_shaped(&text, Shape::of(&text), &mut lowered);
+                assert_eq!(fast, text.to_ascii_lowercase(), "{text:?}");
+            }
+        }
+        // Latin-1's 64 letters and Latin Extended-A's 128 but six, three texts each.
+        assert_eq!(letters, 3 * (64 + 128 - 6));
+        for mixed in ["Mari\u{301}a", "e\u{301}", "\u{c9}\u{327}"] {
+            assert!(!nfkc_keeps(mixed), "{mixed:?}");
+        }
     }
 
     #[test]

@@ -93,6 +93,10 @@ impl Shape {
         Shape(self.0 | other.0)
     }
 
+    pub const fn without(self, other: Shape) -> Shape {
+        Shape(self.0 & !other.0)
+    }
+
     /// The shape of the same value in ASCII lower case.
     pub fn lowered(self) -> Shape {
         if self.0 & UPPER == 0 {
