@@ -42,9 +42,10 @@ struct Combined {
     /// Each byte's class: the bytes of the patterns have one each, all others share class 0.
     classes: [u8; 256],
     /// `transitions[state + class]` is the next state. States are premultiplied by the
-    /// number of classes, and the states where patterns end come first. The table's length
-    /// is fixed, so the index, masked to it, needs no bounds check.
-    transitions: Box<[u32; TRANSITIONS]>,
+    /// number of classes, and the states where patterns end come first. Each step waits on
+    /// the one before: the index is the sum and no more (a bounds check branches beside the
+    /// chain; a mask to a fixed length would lengthen it).
+    transitions: Box<[u32]>,
     start: u32,
     /// The states below this one are those where patterns end.
     matches_below: u32,
@@ -55,9 +56,6 @@ struct Combined {
     /// For each state, the length of the pattern start it stands for.
     depths: Box<[u8]>,
 }
-
-/// Room for the transitions of every state (1,878 states of 51 classes today).
-const TRANSITIONS: usize = 1 << 17;
 
 /// Every list with its words.
 fn lists() -> Vec<(List, Vec<&'static str>)> {
@@ -143,14 +141,7 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
         number[s] = n as u32;
     }
     let stride = representatives.len();
-    assert!(
-        states.len() * stride <= TRANSITIONS,
-        "the literal automaton outgrew its table"
-    );
-    let mut transitions: Box<[u32; TRANSITIONS]> = vec![0u32; TRANSITIONS]
-        .into_boxed_slice()
-        .try_into()
-        .expect("the table has its fixed length");
+    let mut transitions = vec![0u32; states.len() * stride].into_boxed_slice();
     for s in 0..states.len() {
         for class in 0..stride {
             let row = number[s] as usize * stride;
@@ -182,7 +173,7 @@ impl Combined {
     #[inline(always)]
     fn step(&self, state: u32, byte: u8) -> u32 {
         let class = u32::from(self.classes[usize::from(byte)]);
-        self.transitions[(state + class) as usize % TRANSITIONS]
+        self.transitions[(state + class) as usize]
     }
 
     /// The lists of the patterns that end where the search entered this state.
