@@ -190,10 +190,16 @@ impl Words {
         }
     }
 
+    /// Inlined, so most words, which the filter tells apart, cost no call.
+    #[inline(always)]
     pub(crate) fn get(&self, word: &str) -> Option<&'static str> {
         if word.len() > self.longest || !self.filter.may_hold(word) {
             return None;
         }
+        self.hashed(word)
+    }
+
+    fn hashed(&self, word: &str) -> Option<&'static str> {
         self.set.get(word).copied()
     }
 
@@ -223,6 +229,7 @@ impl LetterFilter {
 
     /// Whether the list may hold this word; words longer than the table are always let
     /// through to the hash.
+    #[inline(always)]
     pub(crate) fn may_hold(&self, word: &str) -> bool {
         let bytes = word.as_bytes();
         self.starts
