@@ -173,28 +173,24 @@ pub(crate) const WRAPPERS: &[&str] = &[
     "/resource=",
 ];
 
-/// Absolute paths into system directories: a value that starts with one is a file name the
-/// application was never meant to open. Users' homes and `/tmp` are not among them: files
-/// people name there are their own (the sensitive ones, `.ssh/`, `.bash_history`, are names
-/// of their own).
+/// Absolute paths into system directories: a value that starts with `/` and one of these
+/// (alone, or followed by `/`) is a file name the application was never meant to open.
+/// Users' homes and `/tmp` are not among them: files people name there are their own (the
+/// sensitive ones, `.ssh/`, `.bash_history`, are names of their own).
 const SYSTEM_ROOTS: &[&str] = &[
-    "/etc/",
-    "/proc/",
-    "/var/",
-    "/usr/",
-    "/sys/",
-    "/root/",
-    "/boot/",
-    "/dev/",
-    "/opt/",
-    "/srv/",
-    "/private/",
-    "/library/",
-    "/system/",
-    "/bin/",
-    "/sbin/",
-    "/lib/",
+    "etc", "proc", "var", "usr", "sys", "root", "boot", "dev", "opt", "srv", "private", "library",
+    "system", "bin", "sbin", "lib",
 ];
+
+/// Whether a value names a system root or a path inside one: `/etc`, `/etc/…`. Only the
+/// first segment is compared, once against each root.
+fn in_system_root(value: &str) -> bool {
+    let Some(rest) = value.strip_prefix('/') else {
+        return false;
+    };
+    let first = rest.split('/').next().unwrap_or(rest);
+    SYSTEM_ROOTS.contains(&first)
+}
 
 /// System directories and drive roots anywhere in a value.
 pub(crate) const SYSTEM_DIRS: &[&str] = &[
@@ -272,13 +268,7 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
         return;
     }
     let trimmed = view.trim_start_matches(['"', '\'', ' ']);
-    if trimmed.starts_with('/')
-        && SYSTEM_ROOTS.iter().any(|root| {
-            trimmed.starts_with(root)
-                || trimmed.strip_prefix(root.trim_end_matches('/')) == Some("")
-        })
-        || windows_drive_path(trimmed)
-    {
+    if in_system_root(trimmed) || windows_drive_path(trimmed) {
         hits.add(&rules::LFI_OS_FILE, view, 0);
     }
     // Absolute paths into system directories and drive roots: weak alone.
@@ -358,6 +348,29 @@ fn traversal(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_system_root_is_its_first_segment_alone_or_before_a_slash() {
+        for path in [
+            "/etc",
+            "/etc/",
+            "/etc/passwd",
+            "/proc/self/environ",
+            "/library/x",
+        ] {
+            assert!(super::in_system_root(path), "{path}");
+        }
+        for path in [
+            "/etcetera",
+            "/api/v1/etc",
+            "etc/passwd",
+            "/",
+            "",
+            "/tmp/etc",
+        ] {
+            assert!(!super::in_system_root(path), "{path}");
+        }
+    }
     use crate::test_support::families;
 
     fn flagged(input: &str) -> bool {
