@@ -53,7 +53,7 @@ pub(crate) fn for_each_pair(
 
 /// A part as the application reads it, with its shape. Inlined into the pair loop, so a
 /// part with nothing to decode (most names, many values) costs its byte classes and no
-/// call: a query of 25 plain pairs took 627 ns with the call, 418 ns without.
+/// call: a query of 25 plain pairs took 627 ns with the call, about 400 ns without.
 #[inline(always)]
 fn decode<'a>(part: &'a str, buffer: &'a mut Vec<u8>) -> (Cow<'a, str>, Shape) {
     let shape = Shape::of(part);

@@ -49,7 +49,7 @@ struct Combined {
     start: u32,
     /// The states below this one are those where patterns end.
     matches_below: u32,
-    /// Per class count, to turn a matching state into its index in `lists`.
+    /// The number of classes, to turn a state into its index in `lists` and `depths`.
     stride: u32,
     /// For each state where patterns end, the lists those patterns belong to.
     lists: Box<[u16]>,
@@ -90,8 +90,8 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
         .build(&patterns)
         .expect("literal patterns build");
 
-    // One representative byte per class: a byte outside every pattern leads every state
-    // where the same other such byte does.
+    // One representative byte per class: from any state, every byte outside the patterns
+    // leads where any other such byte does.
     let mut classes = [0u8; 256];
     let mut representatives = vec![0u8];
     for pattern in &patterns {
