@@ -143,8 +143,8 @@ static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
     let stride = representatives.len();
     let mut transitions = vec![0u32; states.len() * stride].into_boxed_slice();
     for s in 0..states.len() {
+        let row = number[s] as usize * stride;
         for class in 0..stride {
-            let row = number[s] as usize * stride;
             transitions[row + class] = number[next[s * stride + class]] * stride as u32;
         }
     }
@@ -190,11 +190,11 @@ impl Combined {
         self.depths[(state / self.stride) as usize]
     }
 
-    /// Every state is entered byte by byte and every matching state names the lists of all
-    /// the patterns that end there: the overlapping search without the iterator around it.
-    /// The state it ends in, and the lists found.
+    /// The lists found in `text`, searched from `state`. Every state is entered byte by byte
+    /// and every matching state names the lists of all the patterns that end there: the
+    /// overlapping search without the iterator around it.
     #[inline(always)]
-    fn search(&self, mut state: u32, text: &[u8]) -> (u32, u16) {
+    fn search(&self, mut state: u32, text: &[u8]) -> u16 {
         let mut found = 0;
         // Two bytes a step, with one test for both: patterns end in few places.
         let mut pairs = text.chunks_exact(2);
@@ -209,7 +209,7 @@ impl Combined {
             state = self.step(state, byte);
             found |= self.lists(state);
         }
-        (state, found)
+        found
     }
 }
 
@@ -224,7 +224,7 @@ impl Found {
     pub fn of(view: &[u8]) -> Found {
         let combined = &*COMBINED;
         if view.len() < SPLIT_FROM {
-            return Found(combined.search(combined.start, view).1);
+            return Found(combined.search(combined.start, view));
         }
         // Each byte's step waits on the one before: two halves searched side by side make two
         // chains of lookups that run at once.
@@ -238,7 +238,7 @@ impl Found {
                 found |= combined.lists(in_front) | combined.lists(in_back);
             }
         }
-        found |= combined.search(in_back, &back[front.len()..]).1;
+        found |= combined.search(in_back, &back[front.len()..]);
         // A pattern that starts in the front and ends in the back: the front's search goes on
         // while the pattern start it stands for began in the front.
         for (read, &b) in back.iter().enumerate() {

@@ -188,7 +188,7 @@ fn in_system_root(value: &str) -> bool {
     let Some(rest) = value.strip_prefix('/') else {
         return false;
     };
-    let first = rest.split('/').next().unwrap_or(rest);
+    let first = rest.split_once('/').map_or(rest, |(first, _)| first);
     SYSTEM_ROOTS.contains(&first)
 }
 
