@@ -302,15 +302,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> ClientConn<IO> {
     async fn read_head(&mut self, method: &Method) -> Result<ResponseHead, (ClientError, bool)> {
         let mut received = !self.buf.is_empty();
         loop {
-            match parse_response(&mut self.buf, self.limits, method) {
-                Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err((ClientError::Upgrade, true));
+            // Nothing is parsed before the first bytes: the buffer is empty on every
+            // exchange of a reused connection.
+            if !self.buf.is_empty() {
+                match parse_response(&mut self.buf, self.limits, method) {
+                    Ok(Some(head)) if head.status == StatusCode::SWITCHING_PROTOCOLS => {
+                        return Err((ClientError::Upgrade, true));
+                    }
+                    // 100 Continue, 103 Early Hints: the final answer follows.
+                    Ok(Some(head)) if head.status.is_informational() => continue,
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) => {}
+                    Err(e) => return Err((ClientError::Head(e), true)),
                 }
-                // 100 Continue, 103 Early Hints: the final answer follows.
-                Ok(Some(head)) if head.status.is_informational() => continue,
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) => {}
-                Err(e) => return Err((ClientError::Head(e), true)),
             }
             make_room(&mut self.buf, HEAD_READ);
             match poll_fn(|cx| poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)).await {
