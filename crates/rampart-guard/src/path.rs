@@ -348,6 +348,12 @@ fn traversal(bytes: &[u8]) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_support::families;
+
+    fn flagged(input: &str) -> bool {
+        let f = families(input, 1);
+        f.contains(&"traversal") || f.contains(&"lfi")
+    }
 
     #[test]
     fn a_system_root_is_its_first_segment_alone_or_before_a_slash() {
@@ -370,12 +376,6 @@ mod tests {
         ] {
             assert!(!super::in_system_root(path), "{path}");
         }
-    }
-    use crate::test_support::families;
-
-    fn flagged(input: &str) -> bool {
-        let f = families(input, 1);
-        f.contains(&"traversal") || f.contains(&"lfi")
     }
 
     #[test]
