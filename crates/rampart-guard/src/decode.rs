@@ -46,15 +46,29 @@ pub(crate) fn base_shaped<'a>(
         return (Cow::Borrowed(input), shape);
     }
     // Capitals alone, or beside letters that NFKC leaves as they are (names and words of
-    // most European languages): one pass, or none.
-    if only_lowered(shape) || only_lowered(shape.without(Shape::NON_ASCII)) && nfkc_keeps(input) {
-        if !shape.any(Shape::UPPER) {
-            return (Cow::Borrowed(input), shape);
+    // most European languages): one pass, or none. Beside the few Latin-1 signs NFKC makes
+    // one ASCII character of (`3º`, `1ª`, `m²`): one pass that folds them too.
+    let latin = if only_lowered(shape) {
+        Latin::Kept
+    } else if only_lowered(shape.without(Shape::NON_ASCII)) {
+        latin(input)
+    } else {
+        Latin::Other
+    };
+    match latin {
+        Latin::Kept if !shape.any(Shape::UPPER) => return (Cow::Borrowed(input), shape),
+        Latin::Kept => {
+            lowered.clear();
+            lowered.push_str(input);
+            lowered.make_ascii_lowercase();
+            return (Cow::Borrowed(lowered), shape.lowered());
         }
-        lowered.clear();
-        lowered.push_str(input);
-        lowered.make_ascii_lowercase();
-        return (Cow::Borrowed(lowered), shape.lowered());
+        Latin::Folded => {
+            fold_latin_signs(input, lowered);
+            let folded_shape = Shape::of(lowered);
+            return (Cow::Borrowed(lowered), folded_shape);
+        }
+        Latin::Other => {}
     }
     let mut text = if shape.has(b'%') {
         url_decode_repeated(bytes)
@@ -86,19 +100,81 @@ fn only_lowered(shape: Shape) -> bool {
     )
 }
 
-/// Whether NFKC, invisible characters and best-fit folding leave every character of the text
-/// as it is: ASCII and the precomposed Latin letters (U+00C0 to U+017F) but the ligatures and
-/// compatibility forms among them. A combining mark, which could compose with a letter, is
-/// none of these.
-fn nfkc_keeps(text: &str) -> bool {
-    text.chars().all(|c| {
-        c.is_ascii()
-            || matches!(c, '\u{c0}'..='\u{17f}')
-                && !matches!(
-                    c,
-                    '\u{132}' | '\u{133}' | '\u{13f}' | '\u{140}' | '\u{149}' | '\u{17f}'
-                )
-    })
+/// What NFKC, invisible characters and best-fit folding do to a text, when that is simple.
+#[derive(Debug, PartialEq, Eq)]
+enum Latin {
+    /// Every character stays as it is: ASCII and the precomposed Latin letters (U+00C0 to
+    /// U+017F) but the ligatures and compatibility forms among them.
+    Kept,
+    /// As `Kept`, but for some [`latin_sign`]s, each of which becomes one ASCII character.
+    Folded,
+    /// Anything else, such as a combining mark, which could compose with a letter.
+    Other,
+}
+
+/// Read by bytes: every character it accepts is ASCII or two bytes long (U+0080 to U+017F,
+/// lead bytes 0xC2 to 0xC5).
+fn latin(text: &str) -> Latin {
+    let bytes = text.as_bytes();
+    let mut folded = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let lead = bytes[i];
+        if lead.is_ascii() {
+            i += 1;
+            continue;
+        }
+        let (0xc2..=0xc5, Some(&next)) = (lead, bytes.get(i + 1)) else {
+            return Latin::Other;
+        };
+        i += 2;
+        let c = u32::from(lead & 0x1f) << 6 | u32::from(next & 0x3f);
+        let kept = matches!(c, 0xc0..=0x17f)
+            && !matches!(c, 0x132 | 0x133 | 0x13f | 0x140 | 0x149 | 0x17f);
+        if !kept {
+            if char::from_u32(c).and_then(latin_sign).is_none() {
+                return Latin::Other;
+            }
+            folded = true;
+        }
+    }
+    if folded { Latin::Folded } else { Latin::Kept }
+}
+
+/// A text [`latin`] finds `Folded`, with its signs folded and in lower case, into `out`. The
+/// signs' lead byte, 0xC2, is never inside another character.
+fn fold_latin_signs(text: &str, out: &mut String) {
+    out.clear();
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr(0xc2, &bytes[from..]) {
+        let at = from + off;
+        let end = (at + 2).min(bytes.len());
+        match text[at..].chars().next().and_then(latin_sign) {
+            Some(sign) => {
+                out.push_str(&text[from..at]);
+                out.push(sign);
+            }
+            None => out.push_str(&text[from..end]),
+        }
+        from = end;
+    }
+    out.push_str(&text[from..]);
+    out.make_ascii_lowercase();
+}
+
+/// The ASCII character NFKC makes of a Latin-1 sign that has one: the no-break space, the
+/// ordinal indicators and the superscript digits.
+fn latin_sign(c: char) -> Option<char> {
+    match c {
+        '\u{a0}' => Some(' '),
+        '\u{aa}' => Some('a'),
+        '\u{ba}' => Some('o'),
+        '\u{b9}' => Some('1'),
+        '\u{b2}' => Some('2'),
+        '\u{b3}' => Some('3'),
+        _ => None,
+    }
 }
 
 /// NFKC without the invisible characters. Only the non-ASCII runs are normalized, each with
@@ -678,7 +754,7 @@ mod tests {
         let mut letters = 0;
         for c in (0x80..0x250).filter_map(char::from_u32) {
             for text in [format!("{c}"), format!("A{c}b"), format!("{c}{c} x")] {
-                if !nfkc_keeps(&text) {
+                if latin(&text) != Latin::Kept {
                     continue;
                 }
                 letters += 1;
@@ -691,7 +767,31 @@ mod tests {
         // Latin-1's 64 letters and Latin Extended-A's 128 but six, three texts each.
         assert_eq!(letters, 3 * (64 + 128 - 6));
         for mixed in ["Mari\u{301}a", "e\u{301}", "\u{c9}\u{327}"] {
-            assert!(!nfkc_keeps(mixed), "{mixed:?}");
+            assert_eq!(latin(mixed), Latin::Other, "{mixed:?}");
+        }
+    }
+
+    #[test]
+    fn latin_signs_fold_as_normalization_folds_them() {
+        assert_eq!(
+            base("Calle 3º Izquierda, 1ª planta, 20\u{a0}m²"),
+            "calle 3o izquierda, 1a planta, 20 m2"
+        );
+        assert_eq!(latin("3º"), Latin::Folded);
+        assert_eq!(latin("3º\u{301}"), Latin::Other);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_latin_fast_paths_equal_normalization(
+            text in "[a-zA-Z0-9 .'\u{c0}-\u{17f}\u{a0}-\u{bf}\u{300}]{0,24}"
+        ) {
+            let mut lowered = String::new();
+            let (fast, shape) = base_shaped(&text, Shape::of(&text), &mut lowered);
+            let mut whole = nfkc_visible(&text);
+            whole.make_ascii_lowercase();
+            proptest::prop_assert_eq!(&*fast, &*whole);
+            proptest::prop_assert_eq!(shape, Shape::of(&whole));
         }
     }
 
