@@ -18,9 +18,12 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
         log4shell(view, hits);
         nosql_operator(view, hits);
     }
-    // Every filter the LDAP check reports holds an assertion's `=` or an empty `(&)`, `(|)`.
-    let ldap_shaped =
-        shape.has(b'(') && shape.has(b')') && shape.any(const { Shape::bytes(b"=&|") });
+    // Every filter the LDAP check reports holds an assertion's `=` or an empty `(&)`, `(|)`,
+    // and one of its markers, which is looked for before the value is compacted.
+    let ldap_shaped = shape.has(b'(')
+        && shape.has(b')')
+        && shape.any(const { Shape::bytes(b"=&|") })
+        && ldap_marker_across_spaces(view);
     let script_shaped =
         shape.any(const { Shape::bytes(b";&|") }) && input.found.has(List::ScriptMarker);
     if ldap_shaped || script_shaped {
@@ -367,9 +370,6 @@ const NOSQL_SCRIPT_MARKERS: &[&str] = &[
     "&&this.",
 ];
 
-/// Where one filter closes and another opens, or a compound filter starts.
-const LDAP_FILTER_MARKERS: &[&str] = &[")(", "(|", "(&", "(!"];
-
 /// What the script markers are made of before compaction, which joins tokens across spaces
 /// but makes no word and no JavaScript operator (`= =` is not `==`): most values with a `;`
 /// or `&` are prose or query strings and hold none of these.
@@ -377,7 +377,6 @@ pub(crate) const NOSQL_SCRIPT_PARTS: &[&str] =
     &["this", "return", "db", "while", "sleep", "==", "||", "&&"];
 
 static NOSQL_SCRIPT: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(NOSQL_SCRIPT_MARKERS));
-static LDAP_FILTER: LazyLock<Patterns> = LazyLock::new(|| Patterns::new(LDAP_FILTER_MARKERS));
 
 /// JavaScript injected into a MongoDB `$where` or map-reduce: `'; return true; var x='`,
 /// `' && this.password.match(/.*/)//`, `db.users.find()`.
@@ -414,12 +413,32 @@ fn nosql_javascript(compact: &str, view: &str, hits: &mut Hits) {
     }
 }
 
+/// Whether the value without whitespace would hold where one filter closes and another opens,
+/// `)(`, or where a compound filter starts, `(|`, `(&`, `(!`: the two bytes with only
+/// whitespace between them.
+fn ldap_marker_across_spaces(view: &str) -> bool {
+    let bytes = view.as_bytes();
+    let mut from = 0;
+    while let Some(off) = memchr::memchr2(b'(', b')', &bytes[from..]) {
+        let at = from + off;
+        from = at + 1;
+        // Whitespace as `without_whitespace` removes it; `(` and `)` are ASCII, so `from`
+        // is a character boundary.
+        let next = view[from..].chars().find(|c| !c.is_whitespace());
+        let opens_another = match bytes[at] {
+            b')' => next == Some('('),
+            _ => matches!(next, Some('|' | '&' | '!')),
+        };
+        if opens_another {
+            return true;
+        }
+    }
+    false
+}
+
 /// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
 /// `*(|(mail=*))`.
 fn ldap(compact: &str, view: &str, hits: &mut Hits) {
-    if !LDAP_FILTER.is_match(compact.as_bytes()) {
-        return;
-    }
     let b = compact.as_bytes();
     if compact.contains("(&)") || compact.contains("(|)") {
         hits.add(&rules::LDAPI_FILTER, view, 0);
