@@ -543,6 +543,10 @@ mod tests {
             ("'; sleep (5000); var z='", "nosqli"),
             ("*)(uid=*))(|(uid=*", "ldapi"),
             ("admin)(&)", "ldapi"),
+            // Whitespace between a filter's close and the next opening.
+            ("*) (uid=*))( |(uid=*", "ldapi"),
+            ("admin)\t( & )", "ldapi"),
+            ("*)\u{2028}(uid=*", "ldapi"),
         ] {
             assert!(
                 families(attack, 1).contains(&family),
