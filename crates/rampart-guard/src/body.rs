@@ -67,9 +67,11 @@ pub(crate) fn inspect(
             // encoding writes text as escapes, so a valid form loses nothing.
             let text = String::from_utf8_lossy(body);
             let locations = [Location::BodyName, Location::BodyValue];
-            crate::form::for_each_pair(&text, locations, |subject| {
+            let mut buffers = std::mem::take(&mut report.form);
+            crate::form::for_each_pair(&text, locations, &mut buffers, |subject| {
                 policy.inspect_body_shaped(subject, report)
             });
+            report.form = buffers;
             Ok(())
         }
         BodyKind::Json => json(policy, body, report),

@@ -10,14 +10,25 @@ use crate::decode::hex_at;
 use crate::shape::Shape;
 use crate::{Location, Subject};
 
+/// The buffers decoded names and values are written into, kept by the caller from query to
+/// query so that they grow once, not on every request.
+#[derive(Debug, Default)]
+pub(crate) struct Buffers {
+    name: Vec<u8>,
+    value: Vec<u8>,
+}
+
 /// Calls `each` with every pair's decoded name, then its value, as found at these locations.
 pub(crate) fn for_each_pair(
     input: &str,
     [name_location, value_location]: [Location; 2],
+    buffers: &mut Buffers,
     mut each: impl FnMut(Subject<'_>),
 ) {
-    let mut name_buffer = Vec::new();
-    let mut value_buffer = Vec::new();
+    let Buffers {
+        name: name_buffer,
+        value: value_buffer,
+    } = buffers;
     // `&` is searched with memchr over the rest of the input; `=` and escapes with plain
     // loops over one short part, which end sooner than a vectorized search is set up. `&`
     // and `=` are ASCII, so every cut is a character boundary.
@@ -34,8 +45,8 @@ pub(crate) fn for_each_pair(
             Some(at) => (&pair[..at], &pair[at + 1..]),
             None => (pair, ""),
         };
-        let (name, name_shape) = decode(name, &mut name_buffer);
-        let (value, value_shape) = decode(value, &mut value_buffer);
+        let (name, name_shape) = decode(name, name_buffer);
+        let (value, value_shape) = decode(value, value_buffer);
         each(Subject {
             location: name_location,
             name: &name,
@@ -123,7 +134,7 @@ mod tests {
     fn pairs(input: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
         let locations = [Location::QueryName, Location::QueryValue];
-        for_each_pair(input, locations, |subject| {
+        for_each_pair(input, locations, &mut Buffers::default(), |subject| {
             assert_eq!(subject.raw, Shape::of(subject.value), "{input}");
             match subject.location {
                 Location::QueryName => {

@@ -439,6 +439,7 @@ pub struct Report {
     score: u32,
     hits: Hits,
     body_clean: CleanInBody,
+    form: form::Buffers,
 }
 
 /// The values of one body already found clean. The records of a body repeat their values
@@ -709,9 +710,11 @@ impl Policy {
     /// would see them (the pipeline decodes further).
     pub fn inspect_query(&self, query: &str, report: &mut Report) {
         let locations = [Location::QueryName, Location::QueryValue];
-        form::for_each_pair(query, locations, |subject| {
+        let mut buffers = std::mem::take(&mut report.form);
+        form::for_each_pair(query, locations, &mut buffers, |subject| {
             self.inspect_shaped(subject, report)
         });
+        report.form = buffers;
     }
 
     /// A header, if this policy inspects it; cookies are split into their values.
