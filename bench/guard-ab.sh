@@ -23,8 +23,12 @@ cp "$WORK/target/release/examples/inspect_loop" "$WORK/$REV"
 run() { # label iterations [env]
   local label=$1 n=$2
   shift 2
-  for _ in $(seq "$ROUNDS"); do
-    for build in "$REV" this; do
+  # The order alternates from round to round: the build run second can gain (or lose) from
+  # the first one's run, the same for every input.
+  for round in $(seq "$ROUNDS"); do
+    local order="$REV this"
+    if ((round % 2 == 0)); then order="this $REV"; fi
+    for build in $order; do
       local start end
       start=$(date +%s%N)
       env N="$n" "$@" "$WORK/$build"
