@@ -579,7 +579,10 @@ impl Policy {
         self.inspect_shaped(Subject::new(location, name, value), report);
     }
 
-    /// [`Policy::inspect_value`] for a value whose shape is known.
+    /// [`Policy::inspect_value`] for a value whose shape is known. Inlined, so that a value
+    /// that says nothing (most query parameters) costs its checks and no call: the call saved
+    /// and restored the registers of the whole scan, about 30 instructions a value.
+    #[inline(always)]
     fn inspect_shaped(&self, subject: Subject<'_>, report: &mut Report) {
         if self.config.mode == Mode::Off
             || says_nothing(subject.value, subject.raw)
@@ -592,6 +595,7 @@ impl Policy {
 
     /// Scans a value that may say something and records what counts; returns whether it was
     /// clean.
+    #[inline(never)]
     fn scan(&self, subject: Subject<'_>, report: &mut Report) -> bool {
         let Subject {
             location,
