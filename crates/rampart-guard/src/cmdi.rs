@@ -394,13 +394,14 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
 
     // Without these bytes no second command can start (see `next_separator`).
     let separated = shape.any(const { Shape::bytes(b";|&`$<>").with(Shape::LINE_BREAK) });
+    let search = SeparatorSearch::for_shape(shape);
     let mut i = 0;
     let mut at_start = true;
     while i <= bytes.len() {
         let (position, substitution) = if at_start {
             (Some(0), false)
         } else {
-            match next_separator(bytes, i) {
+            match next_separator(bytes, i, &search) {
                 Some((sep_end, subst)) => (Some(sep_end), subst),
                 None => (None, false),
             }
@@ -483,30 +484,76 @@ static SEPARATOR_BYTES: [bool; 256] = {
     table
 };
 
+/// How [`next_separator`] finds the bytes that may start a separator in one value: with
+/// `memchr` when the value holds at most three kinds of them, else with [`SEPARATOR_BYTES`].
+/// `$` starts one only before `(`, and `(` or `{` only after `<` or `>`: a value without
+/// those neighbours has no such separator, and they are not searched for.
+enum SeparatorSearch {
+    Nothing,
+    One(u8),
+    Two(u8, u8),
+    Three(u8, u8, u8),
+    Table,
+}
+
+impl SeparatorSearch {
+    fn for_shape(shape: Shape) -> Self {
+        let mut present = [0u8; 3];
+        let mut kinds = 0;
+        for b in [b';', b'\n', b'\r', b'|', b'&', b'`', b'$', b'(', b'{'] {
+            let possible = match b {
+                b'$' => shape.has(b'('),
+                b'(' | b'{' => shape.any(const { Shape::bytes(b"<>") }),
+                _ => true,
+            };
+            if possible && shape.has(b) {
+                if kinds == present.len() {
+                    return SeparatorSearch::Table;
+                }
+                present[kinds] = b;
+                kinds += 1;
+            }
+        }
+        match (kinds, present) {
+            (0, _) => SeparatorSearch::Nothing,
+            (1, [a, ..]) => SeparatorSearch::One(a),
+            (2, [a, b, _]) => SeparatorSearch::Two(a, b),
+            (_, [a, b, c]) => SeparatorSearch::Three(a, b, c),
+        }
+    }
+
+    fn find(&self, bytes: &[u8]) -> Option<usize> {
+        match *self {
+            SeparatorSearch::Nothing => None,
+            SeparatorSearch::One(a) => memchr::memchr(a, bytes),
+            SeparatorSearch::Two(a, b) => memchr::memchr2(a, b, bytes),
+            SeparatorSearch::Three(a, b, c) => memchr::memchr3(a, b, c, bytes),
+            SeparatorSearch::Table => bytes.iter().position(|&b| SEPARATOR_BYTES[usize::from(b)]),
+        }
+    }
+}
+
 /// The next place after `from` where a shell starts a new command, and whether it is a
 /// command substitution.
-fn next_separator(bytes: &[u8], from: usize) -> Option<(usize, bool)> {
+fn next_separator(bytes: &[u8], from: usize, search: &SeparatorSearch) -> Option<(usize, bool)> {
     let mut i = from;
-    while i < bytes.len() {
-        if !SEPARATOR_BYTES[usize::from(bytes[i])] {
-            i += 1;
-            continue;
-        }
-        match bytes[i] {
-            b';' | b'\n' | b'\r' => return Some((i + 1, false)),
+    while let Some(off) = search.find(bytes.get(i..)?) {
+        let at = i + off;
+        match bytes[at] {
+            b';' | b'\n' | b'\r' => return Some((at + 1, false)),
             b'|' | b'&' => {
-                let mut j = i + 1;
-                if bytes.get(j) == Some(&bytes[i]) {
+                let mut j = at + 1;
+                if bytes.get(j) == Some(&bytes[at]) {
                     j += 1;
                 }
                 return Some((j, false));
             }
-            b'`' => return Some((i + 1, true)),
-            b'$' if bytes.get(i + 1) == Some(&b'(') => return Some((i + 2, true)),
-            b'(' | b'{' if i > 0 && matches!(bytes[i - 1], b'<' | b'>') => {
-                return Some((i + 1, true));
+            b'`' => return Some((at + 1, true)),
+            b'$' if bytes.get(at + 1) == Some(&b'(') => return Some((at + 2, true)),
+            b'(' | b'{' if at > 0 && matches!(bytes[at - 1], b'<' | b'>') => {
+                return Some((at + 1, true));
             }
-            _ => i += 1,
+            _ => i = at + 1,
         }
     }
     None
@@ -523,17 +570,29 @@ fn command_start(bytes: &[u8], at: usize) -> usize {
     i
 }
 
+/// The bytes of a command word: letters, digits and those of paths and drive names.
+static COMMAND_WORD_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] =
+            c.is_ascii_alphanumeric() || matches!(c, b'/' | b'.' | b'_' | b'-' | b':' | b'\\');
+        b += 1;
+    }
+    table
+};
+
 /// The command word starting at `start` (see [`command_start`]), by its base name.
 fn command_at(view: &str, start: usize) -> Option<(&str, usize)> {
     let bytes = view.as_bytes();
-    let mut i = start;
     // A comma ends the word, as brace expansion splits `{cat,/etc/passwd}` there.
-    while i < bytes.len()
-        && (bytes[i].is_ascii_alphanumeric()
-            || matches!(bytes[i], b'/' | b'.' | b'_' | b'-' | b':' | b'\\'))
-    {
-        i += 1;
-    }
+    let i = start
+        + bytes
+            .get(start..)?
+            .iter()
+            .position(|&b| !COMMAND_WORD_BYTES[usize::from(b)])
+            .unwrap_or(bytes.len() - start);
     if i == start {
         return None;
     }
@@ -701,7 +760,27 @@ fn code_execution_calls(view: &str, hits: &mut Hits) {
 
 #[cfg(test)]
 mod tests {
+    use super::{SeparatorSearch, next_separator};
+    use crate::shape::Shape;
     use crate::test_support::families;
+
+    proptest::proptest! {
+        // The byte table is every byte that can start a separator: a search narrowed to what
+        // the value holds must stop at the same places.
+        #[test]
+        fn separators_are_found_where_the_byte_table_finds_them(
+            text in "[a-z ;|&`$(){}<>\n\r]{0,24}"
+        ) {
+            let bytes = text.as_bytes();
+            let search = SeparatorSearch::for_shape(Shape::of(&text));
+            for from in 0..=bytes.len() + 1 {
+                proptest::prop_assert_eq!(
+                    next_separator(bytes, from, &search),
+                    next_separator(bytes, from, &SeparatorSearch::Table)
+                );
+            }
+        }
+    }
 
     fn cmdi(input: &str) -> bool {
         families(input, 1).contains(&"cmdi")
