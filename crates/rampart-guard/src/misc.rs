@@ -80,23 +80,9 @@ fn template(view: &str, shape: Shape, hits: &mut Hits) {
             }
         }
     }
-    for marker in [
-        "<#assign",
-        "<#list",
-        "[#assign",
-        "freemarker.template",
-        "?new()",
-        "#set(",
-        "$class.inspect",
-        "th:text",
-        "__${",
-    ] {
-        // Each marker needs all its punctuation in the value.
-        if !marker
-            .bytes()
-            .filter(u8::is_ascii_punctuation)
-            .all(|b| shape.has(b))
-        {
+    for (marker, needs) in TEMPLATE_MARKERS {
+        // Each marker needs all its kinds of byte in the value.
+        if !needs.within(shape) {
             continue;
         }
         if let Some(pos) = crate::find(bytes, marker.as_bytes()) {
@@ -105,6 +91,24 @@ fn template(view: &str, shape: Shape, hits: &mut Hits) {
         }
     }
 }
+
+/// Template directives and engine internals, each with the kinds of byte it is made of.
+const TEMPLATE_MARKERS: [(&str, Shape); 9] = {
+    const fn marker(text: &'static str) -> (&'static str, Shape) {
+        (text, Shape::bytes(text.as_bytes()))
+    }
+    [
+        marker("<#assign"),
+        marker("<#list"),
+        marker("[#assign"),
+        marker("freemarker.template"),
+        marker("?new()"),
+        marker("#set("),
+        marker("$class.inspect"),
+        marker("th:text"),
+        marker("__${"),
+    ]
+};
 
 /// Whether `needle` occurs in `text` right after one of the bytes in `before`.
 fn occurs_after(text: &str, needle: &str, before: &[u8]) -> bool {
