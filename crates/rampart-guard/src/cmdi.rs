@@ -392,8 +392,7 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
         return;
     }
 
-    // Without these bytes no second command can start (see `next_separator`).
-    let separated = shape.any(const { Shape::bytes(b";|&`$<>").with(Shape::LINE_BREAK) });
+    // Without a byte that can start a separator there, no second command can start.
     let search = SeparatorSearch::for_shape(shape);
     let mut i = 0;
     let mut at_start = true;
@@ -456,7 +455,7 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
                 return;
             }
         }
-        if !separated {
+        if matches!(search, SeparatorSearch::Nothing) {
             break;
         }
         if at_start {
