@@ -357,6 +357,7 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
     let bytes = view.as_bytes();
     // Shellshock: a function definition in a header or variable.
     if shape.has(b'(')
+        && shape.has(b'{')
         && let Some(pos) = crate::find(bytes, b"() {")
     {
         hits.add(&rules::CMDI_SHELLSHOCK, view, pos);

@@ -46,18 +46,9 @@ pub(crate) fn scan(input: View<'_>, location: Location, hits: &mut Hits) {
 /// `${7*7}`, `#{...}`, `<%= ... %>`, `{% ... %}` with calls, FreeMarker directives.
 fn template(view: &str, shape: Shape, hits: &mut Hits) {
     let bytes = view.as_bytes();
-    for (open, close) in [
-        ("{{", "}}"),
-        ("${", "}"),
-        ("#{", "}"),
-        ("<%=", "%>"),
-        ("<%", "%>"),
-        ("{%", "%}"),
-        ("*{", "}"),
-        ("@(", ")"),
-        ("[[", "]]"),
-    ] {
-        if !shape.has(open.as_bytes()[0]) {
+    for (open, close, needs) in TEMPLATE_DELIMITERS {
+        // An opening needs all its kinds of byte in the value.
+        if !needs.within(shape) {
             continue;
         }
         // Only the last opening before a close is read (`{{ a {{7*7}}` is `7*7`), and a close
@@ -91,6 +82,27 @@ fn template(view: &str, shape: Shape, hits: &mut Hits) {
         }
     }
 }
+
+/// Template delimiters, opening and closing, each with the kinds of byte its opening is made of.
+const TEMPLATE_DELIMITERS: [(&str, &str, Shape); 9] = {
+    const fn delimiters(
+        open: &'static str,
+        close: &'static str,
+    ) -> (&'static str, &'static str, Shape) {
+        (open, close, Shape::bytes(open.as_bytes()))
+    }
+    [
+        delimiters("{{", "}}"),
+        delimiters("${", "}"),
+        delimiters("#{", "}"),
+        delimiters("<%=", "%>"),
+        delimiters("<%", "%>"),
+        delimiters("{%", "%}"),
+        delimiters("*{", "}"),
+        delimiters("@(", ")"),
+        delimiters("[[", "]]"),
+    ]
+};
 
 /// Template directives and engine internals, each with the kinds of byte it is made of.
 const TEMPLATE_MARKERS: [(&str, Shape); 9] = {

@@ -233,7 +233,7 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
             .get_or_init(|| debris.then(|| crate::decode::loose_path(view)).flatten())
             .as_deref()
     };
-    let dotdot = crate::find(bytes, b"..").is_some();
+    let dotdot = shape.has(b'.') && crate::find(bytes, b"..").is_some();
     if dotdot && let Some(pos) = traversal(bytes) {
         hits.add(&rules::TRAVERSAL_DOTDOT, view, pos);
     } else if (hex || dotdot)

@@ -799,7 +799,7 @@ fn bare_may_say_sql(view: &str, shape: Shape) -> bool {
     let s = view.as_bytes();
     if shape.any(const { Shape::bytes(b"(;#\\") })
         || shape.has(b'-') && crate::find(s, b"--").is_some()
-        || shape.has(b'/') && crate::find(s, b"/*").is_some()
+        || shape.has(b'/') && shape.has(b'*') && crate::find(s, b"/*").is_some()
         || shape.has(b'|') && crate::find(s, b"||").is_some()
         || shape.has(b'&') && crate::find(s, b"&&").is_some()
         || shape.has(b'@') && crate::find(s, b"@@").is_some()
