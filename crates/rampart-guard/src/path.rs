@@ -216,7 +216,9 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
     if raw_had_nul {
         hits.add(&rules::LFI_NULL_BYTE, view, 0);
     }
-    let hex = shape.any(Shape::DIGIT) && crate::find(bytes, b"0x").is_some();
+    let hex = shape.any(Shape::DIGIT)
+        && shape.any(Shape::LETTER_X)
+        && crate::find(bytes, b"0x").is_some();
     if !hex && !shape.any(const { Shape::bytes(b"./:%?") }.with(Shape::NON_ASCII)) {
         return;
     }

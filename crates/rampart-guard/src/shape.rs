@@ -5,7 +5,8 @@
 
 /// A set of byte classes: one bit for each ASCII punctuation character, and one each for
 /// lower-case letters, upper-case letters, digits, spaces, `\r`, `\n`, other control bytes
-/// and non-ASCII bytes.
+/// and non-ASCII bytes. The letter `x` in either case also has a bit of its own, beside its
+/// case's: it starts a hex number (`0x2e`), which most values with digits lack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Shape(u64);
 
@@ -18,9 +19,12 @@ const CR: u64 = 1 << 36;
 const LF: u64 = 1 << 37;
 const CONTROL: u64 = 1 << 38;
 const NON_ASCII: u64 = 1 << 39;
+const LETTER_X: u64 = 1 << 40;
 
 const fn class(b: u8) -> u64 {
     match b {
+        b'x' => LOWER | LETTER_X,
+        b'X' => UPPER | LETTER_X,
         b'a'..=b'z' => LOWER,
         b'A'..=b'Z' => UPPER,
         b'0'..=b'9' => DIGIT,
@@ -54,13 +58,14 @@ static CLASS: [u64; 256] = {
 
 impl Shape {
     /// Letters, digits and `_`: a value of these alone is one word.
-    pub const WORD: Shape = Shape(LOWER | UPPER | DIGIT | class(b'_'));
+    pub const WORD: Shape = Shape(LOWER | UPPER | LETTER_X | DIGIT | class(b'_'));
     pub const UPPER: Shape = Shape(UPPER);
     pub const DIGIT: Shape = Shape(DIGIT);
     pub const SPACE: Shape = Shape(SPACE);
     pub const LINE_BREAK: Shape = Shape(CR | LF);
     pub const CONTROL: Shape = Shape(CONTROL);
     pub const NON_ASCII: Shape = Shape(NON_ASCII);
+    pub const LETTER_X: Shape = Shape(LETTER_X);
 
     pub fn of(text: &str) -> Shape {
         // Eight bytes a step into two masks: fewer loop tests, and lookups that do not wait
@@ -132,6 +137,10 @@ mod tests {
         assert!(shape.has(b'\'') && shape.has(b'<') && shape.has(b'z'));
         assert!(!shape.has(b'"') && !shape.has(b'A') && !shape.has(b'>'));
         assert!(Shape::of("Hello_42").within(Shape::WORD));
+        assert!(Shape::of("0x2E").within(Shape::WORD));
+        assert!(Shape::of("0X").any(Shape::LETTER_X) && Shape::of("x").any(Shape::LETTER_X));
+        assert!(!Shape::of("0a").any(Shape::LETTER_X));
+        assert_eq!(Shape::of("X").lowered(), Shape::of("x"));
         assert!(!Shape::of("hello world").within(Shape::WORD));
         assert!(Shape::of("é").any(Shape::NON_ASCII));
         assert!(Shape::of("a\r\n").any(Shape::LINE_BREAK));
