@@ -23,6 +23,9 @@ pub(crate) enum List {
     /// For each sensitive file, the longest part of its name between separators: a view that
     /// holds none of them cannot spell a sensitive name however its debris is read.
     SensitiveSegment,
+    /// `on` and the start of a DOM event's name: every event handler attribute begins so.
+    EventHandler,
+    StyleAttribute,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -58,20 +61,29 @@ struct Combined {
 }
 
 /// Every list with its words.
-fn lists() -> Vec<(List, Vec<&'static str>)> {
+fn lists() -> Vec<(List, Vec<String>)> {
     let segments = crate::path::SENSITIVE_FILES
         .iter()
         .filter_map(|name| name.split('/').max_by_key(|segment| segment.len()))
+        .map(str::to_owned)
+        .collect();
+    let handlers = crate::xss::EVENT_STEMS
+        .iter()
+        .map(|stem| format!("on{stem}"))
         .collect();
     LISTS
         .iter()
-        .map(|(list, words)| (*list, words.to_vec()))
-        .chain([(List::SensitiveSegment, segments)])
+        .map(|(list, words)| (*list, words.iter().map(|&w| w.to_owned()).collect()))
+        .chain([
+            (List::SensitiveSegment, segments),
+            (List::EventHandler, handlers),
+            (List::StyleAttribute, vec!["style".to_owned()]),
+        ])
         .collect()
 }
 
 static COMBINED: LazyLock<Combined> = LazyLock::new(|| {
-    let mut patterns: Vec<&str> = Vec::new();
+    let mut patterns: Vec<String> = Vec::new();
     let mut pattern_lists: Vec<u16> = Vec::new();
     for (list, words) in lists() {
         for word in words {
@@ -266,6 +278,9 @@ mod tests {
         assert!(found.has(List::SensitiveFile) && found.has(List::Wrapper));
         assert!(found.has(List::SystemDir));
         assert!(!found.has(List::CodeCall) && !found.has(List::Sink));
+        let attributes = Found::of(b"\" onmouseover=x style=y");
+        assert!(attributes.has(List::EventHandler) && attributes.has(List::StyleAttribute));
+        assert!(!Found::of(b"london, once more").has(List::EventHandler));
         let none = Found::of(b"leave the parcel at the door; ring twice");
         assert_eq!(none, Found(0));
         assert!(Found::UNKNOWN.has(List::ProbeCall));
@@ -321,7 +336,7 @@ mod tests {
         fn the_combined_search_finds_what_a_search_word_by_word_finds(
             pieces in proptest::collection::vec((0usize..1000, 0usize..40, 0usize..40), 1..8)
         ) {
-            let words: Vec<&str> = lists().into_iter().flat_map(|(_, words)| words).collect();
+            let words: Vec<String> = lists().into_iter().flat_map(|(_, words)| words).collect();
             let mut view = Vec::new();
             for (word, from, to) in pieces {
                 let word = words[word % words.len()].as_bytes();

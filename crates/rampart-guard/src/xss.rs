@@ -89,7 +89,7 @@ const URL_ATTRIBUTES: &[&str] = &[
 ];
 
 /// DOM event names start with one of these after `on`.
-const EVENT_STEMS: &[&str] = &[
+pub(crate) const EVENT_STEMS: &[&str] = &[
     "abort",
     "activate",
     "after",
@@ -276,10 +276,18 @@ pub(crate) fn scan(input: View<'_>, in_url: bool, hits: &mut Hits) {
     if shape.has(b':') {
         script_urls(view, hits);
     }
-    if shape.has(b'=') {
+    // An attribute is looked for only where its name occurs: most values with a `=` are
+    // query strings, whose letters would each start a search for `on` or `style`.
+    let handler = input.found.has(List::EventHandler);
+    let style = input.found.has(List::StyleAttribute);
+    if shape.has(b'=') && (handler || style) {
         let first_exit = first_attribute_exit(bytes);
-        injected_handlers(view, first_exit, hits);
-        injected_style(view, first_exit, hits);
+        if handler {
+            injected_handlers(view, first_exit, hits);
+        }
+        if style {
+            injected_style(view, first_exit, hits);
+        }
     }
     if shape.any(const { Shape::bytes(b"(.[`") })
         && (input.found.has(List::ProbeCall) || input.found.has(List::Sink))
