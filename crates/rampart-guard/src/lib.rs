@@ -340,8 +340,6 @@ fn scan_shaped(value: &str, raw: Shape, location: Location, hits: &mut Hits) {
 /// Decodes a value into the views the detectors read and runs each detector on its view;
 /// `lowered` is the buffer for a base view that is the value in lower case.
 fn scan_views(value: &str, raw: Shape, location: Location, hits: &mut Hits, lowered: &mut String) {
-    let raw_had_nul = raw.any(Shape::CONTROL) && value.contains('\0')
-        || raw.has(b'%') && (value.contains("%00") || value.contains("%2500"));
     let (base, base_shape) = decode::base_shaped(value, raw, lowered);
     // The detectors search their lists only in values with one of these bytes (or a hex
     // spelling, for which nothing is known and so everything is searched).
@@ -368,7 +366,7 @@ fn scan_views(value: &str, raw: Shape, location: Location, hits: &mut Hits, lowe
     }
     let path_view = decode::path_shaped(base.text, base.shape);
     let path_view = base.derived(&path_view, matches!(path_view, Cow::Borrowed(_)));
-    path::scan(path_view, value, raw_had_nul, hits);
+    path::scan(path_view, value, raw, hits);
     let shell_view = decode::shell_shaped(base.text, base.shape);
     let shell_view = base.derived(&shell_view, matches!(shell_view, Cow::Borrowed(_)));
     cmdi::scan(base, shell_view, hits);

@@ -207,13 +207,17 @@ pub(crate) const SYSTEM_DIRS: &[&str] = &[
     "/winnt/",
 ];
 
-/// `raw` is the value before the decoding pipeline: repeated decoding can also destroy a name
-/// (`%%35%%63boot.ini` decodes on to `%cboot.ini`, then to a byte and `oot.ini`).
-pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hits) {
+/// `raw` is the value before the decoding pipeline, of shape `raw_shape`: repeated decoding
+/// can also destroy a name (`%%35%%63boot.ini` decodes on to `%cboot.ini`, then to a byte and
+/// `oot.ini`).
+pub(crate) fn scan(input: View<'_>, raw: &str, raw_shape: Shape, hits: &mut Hits) {
     let (view, shape, found) = (input.text, input.shape, input.found);
     let bytes = view.as_bytes();
+    let raw_escapes = raw_shape.has(b'%');
     // A NUL byte has no place in text; C code below the application stops reading at it.
-    if raw_had_nul {
+    if raw_shape.any(Shape::CONTROL) && raw.contains('\0')
+        || raw_escapes && (raw.contains("%00") || raw.contains("%2500"))
+    {
         hits.add(&rules::LFI_NULL_BYTE, view, 0);
     }
     let hex = shape.any(Shape::DIGIT)
@@ -253,7 +257,7 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_had_nul: bool, hits: &mut Hit
         && let Some(pos) = sensitive_file_in_other_view(loose.as_bytes())
     {
         hits.add(&rules::LFI_OS_FILE, loose, pos);
-    } else if memchr::memchr(b'%', raw.as_bytes()).is_some()
+    } else if raw_escapes
         && let Some(loose) = crate::decode::loose_path(&raw.to_ascii_lowercase())
         && let Some(pos) = sensitive_file_in_other_view(loose.as_bytes())
     {
