@@ -889,6 +889,7 @@ pub(crate) fn scan(input: View<'_>, hits: &mut Hits) {
         hits.add(&rules::SQLI_VERSIONED_COMMENT, view, 0);
     }
     if shape.has(b';')
+        && shape.any(const { Shape::bytes(b"-#*") })
         && let Some(at) = terminated_statement(view.as_bytes())
     {
         hits.add(&rules::SQLI_STACKED, view, at);
