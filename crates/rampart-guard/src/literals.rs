@@ -26,6 +26,9 @@ pub(crate) enum List {
     /// `on` and the start of a DOM event's name: every event handler attribute begins so.
     EventHandler,
     StyleAttribute,
+    /// What a traversal and a hex spelling of one start with.
+    DotDot,
+    HexPrefix,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -78,6 +81,8 @@ fn lists() -> Vec<(List, Vec<String>)> {
             (List::SensitiveSegment, segments),
             (List::EventHandler, handlers),
             (List::StyleAttribute, vec!["style".to_owned()]),
+            (List::DotDot, vec!["..".to_owned()]),
+            (List::HexPrefix, vec!["0x".to_owned()]),
         ])
         .collect()
 }

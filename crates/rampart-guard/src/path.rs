@@ -222,6 +222,7 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_shape: Shape, hits: &mut Hits
     }
     let hex = shape.any(Shape::DIGIT)
         && shape.any(Shape::LETTER_X)
+        && found.has(List::HexPrefix)
         && crate::find(bytes, b"0x").is_some();
     if !hex && !shape.any(const { Shape::bytes(b"./:%?") }.with(Shape::NON_ASCII)) {
         return;
@@ -239,7 +240,7 @@ pub(crate) fn scan(input: View<'_>, raw: &str, raw_shape: Shape, hits: &mut Hits
             .get_or_init(|| debris.then(|| crate::decode::loose_path(view)).flatten())
             .as_deref()
     };
-    let dotdot = shape.has(b'.') && crate::find(bytes, b"..").is_some();
+    let dotdot = shape.has(b'.') && found.has(List::DotDot) && crate::find(bytes, b"..").is_some();
     if dotdot && let Some(pos) = traversal(bytes) {
         hits.add(&rules::TRAVERSAL_DOTDOT, view, pos);
     } else if (hex || dotdot)
