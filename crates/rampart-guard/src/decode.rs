@@ -581,8 +581,12 @@ pub fn path(base: &str) -> Cow<'_, str> {
 
 /// [`path`] for a caller that has the input's shape already.
 pub(crate) fn path_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
-    let needs =
-        shape.has(b'\\') || shape.any(Shape::NON_ASCII) && base.contains(is_separator_lookalike);
+    // The non-ASCII look-alikes are all three bytes long and start with 0xe2 or 0xef: text
+    // in other scripts is passed over by a byte search, without decoding its characters.
+    let needs = shape.has(b'\\')
+        || shape.any(Shape::NON_ASCII)
+            && memchr::memchr2(0xe2, 0xef, base.as_bytes()).is_some()
+            && base.contains(is_separator_lookalike);
     if !needs {
         return Cow::Borrowed(base);
     }
@@ -671,8 +675,18 @@ pub(crate) fn shell_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
     let mut out = String::with_capacity(base.len());
     let mut i = 0;
     while i < bytes.len() {
+        // The text up to the next byte that may be read otherwise is kept as it is, in one
+        // copy; those bytes are ASCII, so the cut is a character boundary.
+        let plain = bytes[i..]
+            .iter()
+            .position(|b| matches!(b, b'\'' | b'"' | b'^' | b'\\' | b'$'))
+            .unwrap_or(bytes.len() - i);
+        out.push_str(&base[i..i + plain]);
+        i += plain;
+        let Some(&b) = bytes.get(i) else {
+            break;
+        };
         let rest = &base[i..];
-        let b = bytes[i];
         match b {
             b'\'' | b'"' | b'^' => i += 1,
             // Escape sequences written out in payloads (`;id\n`) mean the control character.
@@ -707,9 +721,8 @@ pub(crate) fn shell_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
                 i += 2
             }
             _ => {
-                let len = crate::decode_utf8_len(b);
-                out.push_str(&base[i..i + len]);
-                i += len;
+                out.push(char::from(b));
+                i += 1;
             }
         }
     }
@@ -719,6 +732,29 @@ pub(crate) fn shell_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_non_ascii_separator_look_alike_starts_with_the_bytes_the_path_view_searches() {
+        let mut utf8 = [0u8; 4];
+        let lookalikes: Vec<char> = (0x80..=0x10ffff)
+            .filter_map(char::from_u32)
+            .filter(|&c| is_separator_lookalike(c))
+            .collect();
+        assert_eq!(lookalikes.len(), 8);
+        for c in lookalikes {
+            let first = c.encode_utf8(&mut utf8).as_bytes()[0];
+            assert!(matches!(first, 0xe2 | 0xef), "{c:?}");
+            assert_eq!(path(&format!("a{c}b")), "a/b");
+        }
+        assert!(matches!(path("maría/josé"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_shell_view_keeps_the_text_between_the_bytes_it_reads() {
+        assert_eq!(shell("maría o'brien-smith"), "maría obrien-smith");
+        assert_eq!(shell("a\\nb ${ifs}c$1d$ e\\"), "anb  cd$ e\\");
+        assert_eq!(shell("w\\hoami;\\n^id"), "whoami;\nid");
+    }
 
     #[test]
     fn plain_input_is_borrowed() {
