@@ -349,21 +349,24 @@ fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -
     }
     buffer.clear();
     if !shape.any(Shape::NON_ASCII) {
-        // Whole runs between the ASCII characters `char::is_whitespace` accepts.
-        let mut run_start = 0;
-        for (i, b) in view.bytes().enumerate() {
-            if matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r') {
-                buffer.push_str(&view[run_start..i]);
-                run_start = i + 1;
-                if buffer.len() >= MAX_COMPACT {
-                    break;
-                }
+        // Every byte is written and the end moves past it unless it is one of the ASCII
+        // characters `char::is_whitespace` accepts: no branch on the bytes. Read in pieces
+        // until enough is written.
+        let mut compact = std::mem::take(buffer).into_bytes();
+        let mut written = 0;
+        for piece in view.as_bytes().chunks(256) {
+            if written >= MAX_COMPACT {
+                break;
+            }
+            compact.resize(written + piece.len(), 0);
+            for &b in piece {
+                compact[written] = b;
+                written += usize::from(!matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'));
             }
         }
-        if buffer.len() < MAX_COMPACT {
-            buffer.push_str(&view[run_start.min(view.len())..]);
-        }
-        buffer.truncate(MAX_COMPACT);
+        compact.truncate(written.min(MAX_COMPACT));
+        // ASCII bytes of the view, so always text.
+        *buffer = String::from_utf8(compact).unwrap_or_default();
     } else {
         buffer.extend(
             view.chars()
@@ -525,7 +528,27 @@ fn crlf(view: &str, hits: &mut Hits) {
 #[cfg(test)]
 mod tests {
     use crate::Location;
+    use crate::shape::Shape;
     use crate::test_support::{families, families_at};
+
+    proptest::proptest! {
+        /// The ASCII fast path drops what `char::is_whitespace` drops and keeps at most
+        /// `MAX_COMPACT` characters, as the path for other text does.
+        #[test]
+        fn compacting_drops_whitespace_and_keeps_the_first_characters(
+            view in "[ a-c\t\n\r\x0b\x0c(|=]{0,600}", repeat in 1usize..12
+        ) {
+            let view = view.repeat(repeat);
+            let mut buffer = String::new();
+            let compact = super::without_whitespace(&view, Shape::of(&view), &mut buffer);
+            let expected: String = view
+                .chars()
+                .filter(|c| !c.is_whitespace())
+                .take(super::MAX_COMPACT)
+                .collect();
+            proptest::prop_assert_eq!(compact, expected);
+        }
+    }
 
     #[test]
     fn the_smaller_languages_are_found() {
