@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use unicode_normalization::{IsNormalized, UnicodeNormalization};
 
+use crate::literals::{Found, List};
 use crate::shape::Shape;
 
 /// Rounds of URL decoding: enough for double and triple encoding (`%252e`), bounded against
@@ -361,12 +362,14 @@ pub fn lenient_utf8(bytes: &[u8]) -> String {
 /// `;`), then JavaScript (`\xHH`, `\uHHHH`, `\u{H..}`) and CSS (`\H..`) escapes; a backslash
 /// before any other character is dropped, as JavaScript does.
 pub fn markup(base: &str) -> Cow<'_, str> {
-    markup_shaped(base, Shape::of(base))
+    markup_shaped(base, Shape::of(base), Found::UNKNOWN)
 }
 
-/// [`markup`] for a caller that has the input's shape already.
-pub(crate) fn markup_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
-    let has_amp = shape.has(b'&');
+/// [`markup`] for a caller that has the input's shape and its literal lists already.
+pub(crate) fn markup_shaped(base: &str, shape: Shape, found: Found) -> Cow<'_, str> {
+    // Most `&` in values separate query parameters: a reference needs a `&#` or a `&` before
+    // an entity's name.
+    let has_amp = shape.has(b'&') && found.has(List::Entity);
     let has_backslash = shape.has(b'\\');
     if !has_amp && !has_backslash {
         return Cow::Borrowed(base);
@@ -394,7 +397,7 @@ pub(crate) fn markup_shaped(base: &str, shape: Shape) -> Cow<'_, str> {
     }
 }
 
-const NAMED_ENTITIES: &[(&str, char)] = &[
+pub(crate) const NAMED_ENTITIES: &[(&str, char)] = &[
     ("lt", '<'),
     ("gt", '>'),
     ("amp", '&'),

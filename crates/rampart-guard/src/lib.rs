@@ -355,7 +355,7 @@ fn scan_views(value: &str, raw: Shape, location: Location, hits: &mut Hits, lowe
     };
     sqli::scan(base, hits);
     if location != Location::Path || base.shape.any(const { Shape::bytes(b"<\"':") }) {
-        let markup = decode::markup_shaped(base.text, base.shape);
+        let markup = decode::markup_shaped(base.text, base.shape, base.found);
         let markup = base.derived(&markup, matches!(markup, Cow::Borrowed(_)));
         xss::scan(markup, location.in_url(), hits);
         misc::scan(markup, location, hits);

@@ -29,6 +29,8 @@ pub(crate) enum List {
     /// What a traversal and a hex spelling of one start with.
     DotDot,
     HexPrefix,
+    /// `&#` and `&` before each named entity the markup view decodes.
+    Entity,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -70,6 +72,11 @@ fn lists() -> Vec<(List, Vec<String>)> {
         .filter_map(|name| name.split('/').max_by_key(|segment| segment.len()))
         .map(str::to_owned)
         .collect();
+    let entities = crate::decode::NAMED_ENTITIES
+        .iter()
+        .map(|(name, _)| format!("&{name}"))
+        .chain(["&#".to_owned()])
+        .collect();
     let handlers = crate::xss::EVENT_STEMS
         .iter()
         .map(|stem| format!("on{stem}"))
@@ -83,6 +90,7 @@ fn lists() -> Vec<(List, Vec<String>)> {
             (List::StyleAttribute, vec!["style".to_owned()]),
             (List::DotDot, vec!["..".to_owned()]),
             (List::HexPrefix, vec!["0x".to_owned()]),
+            (List::Entity, entities),
         ])
         .collect()
 }

@@ -741,6 +741,20 @@ mod tests {
     }
 
     #[test]
+    fn tags_written_as_entities_are_found() {
+        // Only decoding shows these tags: no `<` or script call is spelled out. Each has a `/`
+        // or `.`, so the literal search has read the value and must have seen the reference.
+        for attack in [
+            "&lt;b&gt;bold&lt;/b&gt;",
+            "&LT;i&GT;see docs.example&LT;/i&GT;",
+            "&#60;b&#62;x&#60;/b&#62;",
+            "&#x3c;u&#x3e;x&#x3c;/u&#x3e;",
+        ] {
+            assert!(xss(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
     fn a_handler_after_tags_that_spend_the_attribute_budget_is_still_found() {
         // Each `<a x` in a quoted value starts a tag that reads all the attributes after it,
         // until the budget is spent; the handler at the end, after a space, is found without
