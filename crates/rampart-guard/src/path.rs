@@ -409,6 +409,18 @@ mod tests {
     }
 
     #[test]
+    fn traversals_spelled_in_hex_are_found() {
+        // Dots and slashes only in `0x` spellings; the `.` of the file name has the literal
+        // search read the value, which must have seen the `0x`.
+        for attack in ["0x2e0x2e0x2f0x2e0x2e0x2fapp.log", "0x2e0x2e0x5cconfig.bak"] {
+            assert!(
+                families(attack, 1).contains(&"traversal"),
+                "missed: {attack}"
+            );
+        }
+    }
+
+    #[test]
     fn every_sensitive_name_is_found_with_debris_for_its_separators() {
         // `?` and undecodable escapes read as separators in the loose view.
         for name in super::SENSITIVE_FILES.iter().filter(|n| n.contains('/')) {

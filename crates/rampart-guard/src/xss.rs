@@ -755,6 +755,14 @@ mod tests {
     }
 
     #[test]
+    fn attributes_added_to_a_value_the_literal_search_read_are_found() {
+        // The `.` has the literal search read each value, which must have seen the names.
+        for attack in ["x\" onmouseover=a.b y=\"", "x' style=x:expression(a.b) y='"] {
+            assert!(xss(attack), "missed: {attack}");
+        }
+    }
+
+    #[test]
     fn a_handler_after_tags_that_spend_the_attribute_budget_is_still_found() {
         // Each `<a x` in a quoted value starts a tag that reads all the attributes after it,
         // until the budget is spent; the handler at the end, after a space, is found without
