@@ -31,6 +31,8 @@ pub(crate) enum List {
     HexPrefix,
     /// `&#` and `&` before each named entity the markup view decodes.
     Entity,
+    /// The two-character comment starts and operators of SQL.
+    SqlPair,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -91,6 +93,10 @@ fn lists() -> Vec<(List, Vec<String>)> {
             (List::DotDot, vec!["..".to_owned()]),
             (List::HexPrefix, vec!["0x".to_owned()]),
             (List::Entity, entities),
+            (
+                List::SqlPair,
+                ["--", "/*", "||", "&&", "@@"].map(str::to_owned).to_vec(),
+            ),
         ])
         .collect()
 }
