@@ -203,6 +203,18 @@ const MAX_COMPUTED_NAME: usize = 80;
 /// Script schemes.
 const SCRIPT_SCHEMES: &[&str] = &["javascript:", "vbscript:", "livescript:", "mocha:"];
 
+/// The last letters of the script schemes' names.
+static SCHEME_ENDS: [bool; 256] = {
+    let mut ends = [false; 256];
+    let mut i = 0;
+    while i < SCRIPT_SCHEMES.len() {
+        let scheme = SCRIPT_SCHEMES[i].as_bytes();
+        ends[scheme[scheme.len() - 2] as usize] = true;
+        i += 1;
+    }
+    ends
+};
+
 /// Calls that exist to prove script ran, or to run a string as code (CRS 941390 blocks the
 /// same at level 1).
 pub(crate) const JS_PROBE_CALLS: &[&str] = &[
@@ -570,6 +582,12 @@ fn script_urls(view: &str, hits: &mut Hits) {
     while let Some(off) = memchr::memchr(b':', &bytes[from..]) {
         let colon = from + off;
         from = colon + 1;
+        // Each scheme is tried only when the letter before the colon (and the bytes browsers
+        // skip there) ends one: most colons end `http` or `https`.
+        let before = bytes[..colon].iter().rev().find(|&&b| b > 0x20);
+        if !before.is_some_and(|&b| SCHEME_ENDS[usize::from(b)]) {
+            continue;
+        }
         let Some(start) = SCRIPT_SCHEMES
             .iter()
             .find_map(|scheme| scheme_before(bytes, colon, scheme.as_bytes()))
