@@ -498,6 +498,9 @@ enum SeparatorSearch {
 
 impl SeparatorSearch {
     fn for_shape(shape: Shape) -> Self {
+        if !shape.any(const { Shape::bytes(b";\n\r|&`$({") }) {
+            return SeparatorSearch::Nothing;
+        }
         let mut present = [0u8; 3];
         let mut kinds = 0;
         for b in [b';', b'\n', b'\r', b'|', b'&', b'`', b'$', b'(', b'{'] {
