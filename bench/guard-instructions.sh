@@ -6,6 +6,7 @@
 #
 # Usage: bench/guard-instructions.sh   (needs valgrind: apt-get install valgrind)
 #        VALUE='some text' bench/guard-instructions.sh   the cost of inspecting one query value
+#        QUERY='a=1&b=2' bench/guard-instructions.sh     the cost of inspecting one query string
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -13,7 +14,7 @@ cargo build --release -q -p rampart-guard --example inspect_loop
 BIN=target/release/examples/inspect_loop
 
 instructions() { # iterations [JSON kind]
-  env N="$1" ${2:+JSON=$2} ${VALUE:+VALUE="$VALUE"} valgrind --tool=cachegrind --cache-sim=no \
+  env N="$1" ${2:+JSON=$2} ${VALUE:+VALUE="$VALUE"} ${QUERY:+QUERY="$QUERY"} valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file=/dev/null "$BIN" 2>&1 | awk '/I *refs/ { gsub(",", "", $4); print $4 }'
 }
 per_iteration() { # name few many [JSON kind]
@@ -24,6 +25,10 @@ per_iteration() { # name few many [JSON kind]
 }
 if [ -n "${VALUE:-}" ]; then
   per_iteration "one query value" 200 2200
+  exit
+fi
+if [ -n "${QUERY:-}" ]; then
+  per_iteration "one query string" 200 1200
   exit
 fi
 per_iteration "typical request (10 params, 1 KB)" 200 1200
