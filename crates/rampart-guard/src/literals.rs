@@ -305,6 +305,18 @@ mod tests {
         assert!(Found::UNKNOWN.has(List::ProbeCall));
     }
 
+    #[test]
+    fn every_list_has_a_bit_of_its_own() {
+        let lists = lists();
+        for (list, _) in &lists {
+            assert!((*list as u32) < u16::BITS, "{list:?} has no bit in Found");
+        }
+        let bits = lists
+            .iter()
+            .fold(0u32, |bits, (list, _)| bits | 1 << *list as u32);
+        assert_eq!(bits.count_ones() as usize, lists.len());
+    }
+
     /// The lists one of whose words occurs in the view, searched word by word.
     fn found_word_by_word(view: &[u8]) -> Found {
         let mut found = 0;
