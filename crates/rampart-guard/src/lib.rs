@@ -300,6 +300,31 @@ impl<'a> NextClose<'a> {
     }
 }
 
+/// Each cookie of a `Cookie` header as its name and value; a part without `=` is a value
+/// without a name. Cut at the ASCII `;` and `=` by plain loops over a short header:
+/// `str::split` and `split_once` search for a character, a longer way to the same bytes.
+fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
+    let mut rest = Some(header);
+    std::iter::from_fn(move || {
+        let pairs = rest?;
+        let pair = match pairs.bytes().position(|b| b == b';') {
+            Some(at) => {
+                rest = Some(&pairs[at + 1..]);
+                &pairs[..at]
+            }
+            None => {
+                rest = None;
+                pairs
+            }
+        };
+        let trimmed = pair.trim();
+        Some(match trimmed.bytes().position(|b| b == b'=') {
+            Some(at) => (&trimmed[..at], &trimmed[at + 1..]),
+            None => ("", pair),
+        })
+    })
+}
+
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7F => 1,
@@ -730,8 +755,7 @@ impl Policy {
             return;
         }
         if name.eq_ignore_ascii_case("cookie") {
-            for pair in value.split(';') {
-                let (cookie, cookie_value) = pair.trim().split_once('=').unwrap_or(("", pair));
+            for (cookie, cookie_value) in cookie_pairs(value) {
                 self.inspect_value(Location::Cookie, cookie, cookie_value, report);
             }
         } else {
@@ -793,6 +817,18 @@ pub(crate) mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The cookies are cut where `split(';')` and `split_once('=')` cut them.
+        #[test]
+        fn cookies_are_cut_as_the_string_splits_cut_them(header in "[ a=;é\t]{0,40}") {
+            let expected: Vec<(&str, &str)> = header
+                .split(';')
+                .map(|pair| pair.trim().split_once('=').unwrap_or(("", pair)))
+                .collect();
+            proptest::prop_assert_eq!(cookie_pairs(&header).collect::<Vec<_>>(), expected);
+        }
+    }
 
     fn json_findings(policy: &Policy, body: &str, report: &mut Report) -> Vec<(String, u32)> {
         policy
