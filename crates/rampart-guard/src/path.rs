@@ -188,7 +188,11 @@ fn in_system_root(value: &str) -> bool {
     let Some(rest) = value.strip_prefix('/') else {
         return false;
     };
-    let first = rest.split_once('/').map_or(rest, |(first, _)| first);
+    // `/` is ASCII: a byte search finds it with less work than a character search.
+    let first = rest
+        .bytes()
+        .position(|b| b == b'/')
+        .map_or(rest, |at| &rest[..at]);
     SYSTEM_ROOTS.contains(&first)
 }
 
