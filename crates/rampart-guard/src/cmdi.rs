@@ -354,13 +354,10 @@ fn trim(view: &str, shape: Shape) -> &str {
     if !shape.any(Shape::SPACE.with(Shape::LINE_BREAK)) {
         return view;
     }
-    let space = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
     let bytes = view.as_bytes();
-    let start = bytes.iter().position(|b| !space(b)).unwrap_or(bytes.len());
-    let end = bytes
-        .iter()
-        .rposition(|b| !space(b))
-        .map_or(start, |last| last + 1);
+    let text = |b: &u8| !crate::is_whitespace_byte(*b);
+    let start = bytes.iter().position(text).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(text).map_or(start, |last| last + 1);
     &view[start..end]
 }
 

@@ -325,6 +325,13 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
     })
 }
 
+/// The ASCII characters `char::is_whitespace` accepts: `u8::is_ascii_whitespace` and the
+/// vertical tab it leaves out.
+#[inline(always)]
+pub(crate) fn is_whitespace_byte(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
     match first {
         0x00..=0x7F => 1,

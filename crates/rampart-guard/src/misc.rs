@@ -361,7 +361,7 @@ fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -
             compact.resize(written + piece.len(), 0);
             for &b in piece {
                 compact[written] = b;
-                written += usize::from(!matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'));
+                written += usize::from(!crate::is_whitespace_byte(b));
             }
         }
         compact.truncate(written.min(MAX_COMPACT));
