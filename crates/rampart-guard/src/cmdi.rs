@@ -344,23 +344,6 @@ const SUBCOMMANDS: &[(&str, &[&str])] = &[
     ),
 ];
 
-/// `view` without the whitespace `str::trim` removes at its ends, read by bytes where the
-/// value is ASCII: `str::trim` is a call that decodes characters, for a value most often
-/// with nothing to trim.
-fn trim(view: &str, shape: Shape) -> &str {
-    if shape.any(Shape::NON_ASCII) {
-        return view.trim();
-    }
-    if !shape.any(Shape::SPACE.with(Shape::LINE_BREAK)) {
-        return view;
-    }
-    let bytes = view.as_bytes();
-    let text = |b: &u8| !crate::is_whitespace_byte(*b);
-    let start = bytes.iter().position(text).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(text).map_or(start, |last| last + 1);
-    &view[start..end]
-}
-
 /// `base` is the decoded view (for code such as `system('id')`, whose quotes matter),
 /// `shell` the command-line view with quoting tricks undone.
 pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
@@ -404,7 +387,11 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
     {
         hits.add(&rules::CMDI_SHELL_PATH, view, pos);
     }
-    let trimmed = trim(view, shape);
+    let trimmed = if shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII)) {
+        crate::trim(view)
+    } else {
+        view
+    };
     if RECON.contains(trimmed) {
         hits.add(&rules::CMDI_COMMAND_LINE, view, 0);
         return;
@@ -785,14 +772,6 @@ mod tests {
     use crate::test_support::families;
 
     proptest::proptest! {
-        /// The byte reading trims what `str::trim` trims, and only that.
-        #[test]
-        fn values_are_trimmed_as_str_trim_trims_them(
-            view in "[ a\t\n\r\x0b\x0c\x1f\u{85}\u{a0}\u{3000}]{0,12}"
-        ) {
-            proptest::prop_assert_eq!(super::trim(&view, Shape::of(&view)), view.trim());
-        }
-
         // The byte table is every byte that can start a separator: a search narrowed to what
         // the value holds must stop at the same places.
         #[test]

@@ -317,7 +317,7 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
                 pairs
             }
         };
-        let trimmed = pair.trim();
+        let trimmed = trim(pair);
         Some(match trimmed.bytes().position(|b| b == b'=') {
             Some(at) => (&trimmed[..at], &trimmed[at + 1..]),
             None => ("", pair),
@@ -330,6 +330,22 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 #[inline(always)]
 pub(crate) fn is_whitespace_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+/// What `str::trim` leaves, read by bytes where the text's ends are ASCII: `str::trim` is a
+/// call that decodes characters, for text most often with nothing or a space to trim.
+pub(crate) fn trim(text: &str) -> &str {
+    let bytes = text.as_bytes();
+    let kept = |b: &u8| !is_whitespace_byte(*b);
+    let start = bytes.iter().position(kept).unwrap_or(bytes.len());
+    let end = bytes.iter().rposition(kept).map_or(start, |last| last + 1);
+    // Past a non-ASCII character at either end, Unicode whitespace may follow.
+    if bytes.get(start).is_some_and(|b| !b.is_ascii())
+        || !bytes[..end].last().is_none_or(u8::is_ascii)
+    {
+        return text.trim();
+    }
+    &text[start..end]
 }
 
 pub(crate) fn decode_utf8_len(first: u8) -> usize {
@@ -826,6 +842,14 @@ mod tests {
     use super::*;
 
     proptest::proptest! {
+        /// The byte reading trims what `str::trim` trims, and only that.
+        #[test]
+        fn text_is_trimmed_as_str_trim_trims_it(
+            text in "[ a\t\n\r\x0b\x0c\x1f\u{85}\u{a0}\u{3000}é]{0,12}"
+        ) {
+            proptest::prop_assert_eq!(trim(&text), text.trim());
+        }
+
         /// The cookies are cut where `split(';')` and `split_once('=')` cut them.
         #[test]
         fn cookies_are_cut_as_the_string_splits_cut_them(header in "[ a=;é\t]{0,40}") {
