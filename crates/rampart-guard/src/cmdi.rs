@@ -387,7 +387,7 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
     {
         hits.add(&rules::CMDI_SHELL_PATH, view, pos);
     }
-    let trimmed = if shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII)) {
+    let trimmed = if shape.any(Shape::MAY_BE_WHITESPACE) {
         crate::trim(view)
     } else {
         view
@@ -477,9 +477,12 @@ pub(crate) fn scan(base: View<'_>, shell: View<'_>, hits: &mut Hits) {
 }
 
 /// The bytes that can start a separator in `next_separator`.
+const SEPARATOR_STARTS: [u8; 9] = *b";\n\r|&`$({";
+
+/// [`SEPARATOR_STARTS`] as a table.
 static SEPARATOR_BYTES: [bool; 256] = {
     let mut table = [false; 256];
-    let bytes = b";\n\r|&`$({";
+    let bytes = SEPARATOR_STARTS;
     let mut i = 0;
     while i < bytes.len() {
         table[bytes[i] as usize] = true;
@@ -502,12 +505,12 @@ enum SeparatorSearch {
 
 impl SeparatorSearch {
     fn for_shape(shape: Shape) -> Self {
-        if !shape.any(const { Shape::bytes(b";\n\r|&`$({") }) {
+        if !shape.any(const { Shape::bytes(&SEPARATOR_STARTS) }) {
             return SeparatorSearch::Nothing;
         }
         let mut present = [0u8; 3];
         let mut kinds = 0;
-        for b in [b';', b'\n', b'\r', b'|', b'&', b'`', b'$', b'(', b'{'] {
+        for b in SEPARATOR_STARTS {
             let possible = match b {
                 b'$' => shape.has(b'('),
                 b'(' | b'{' => shape.any(const { Shape::bytes(b"<>") }),

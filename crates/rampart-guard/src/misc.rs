@@ -343,7 +343,7 @@ const MAX_COMPACT: usize = 4096;
 /// The value without whitespace, at most 4096 characters, for languages that ignore it: the
 /// value itself when it has none, else written into `buffer`.
 fn without_whitespace<'a>(view: &'a str, shape: Shape, buffer: &'a mut String) -> &'a str {
-    let spaced = shape.any(Shape::SPACE.with(Shape::LINE_BREAK).with(Shape::NON_ASCII));
+    let spaced = shape.any(Shape::MAY_BE_WHITESPACE);
     if !spaced && view.len() <= MAX_COMPACT {
         return view;
     }
