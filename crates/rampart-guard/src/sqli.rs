@@ -586,21 +586,7 @@ impl<'a> Lexer<'a> {
                 let kw = keyword(word);
                 if matches!(kw, Kw::And | Kw::Or) {
                     Kind::Logic
-                } else if matches!(
-                    kw,
-                    Kw::In
-                        | Kw::Like
-                        | Kw::Is
-                        | Kw::Between
-                        | Kw::Not
-                        | Kw::Where
-                        | Kw::Having
-                        | Kw::From
-                        | Kw::When
-                        | Kw::Then
-                        | Kw::Else
-                        | Kw::As
-                ) {
+                } else if weak_keyword(kw) || matches!(kw, Kw::Where | Kw::Having | Kw::From) {
                     // Operators and clauses, also when a parenthesis follows: `in (1)`.
                     Kind::Word(kw)
                 } else if self.followed_by_paren() {
@@ -791,23 +777,27 @@ fn word_end(s: &[u8], from: usize) -> usize {
 }
 
 /// Whether the bare reading of a value can hold anything [`analyse`] reports there. Every
-/// rule for a bare value needs an SQL keyword or catalogue name, a `(` (a call, a
-/// sub-query), a comment, `||` or `&&`, `@@`, MySQL's `\N`, or a `;` before a statement;
-/// a value with none of them (an address, a link, a phone number) is not tokenized as bare
-/// SQL. The words are cut where the lexer cuts them: after a number, a name may start
-/// (`1union`).
+/// rule for a bare value needs a comment, `||` or `&&`, `@@`, MySQL's `\N`, a catalogue
+/// name, or an SQL keyword other than the operators and clause words of [`weak_keyword`];
+/// or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
+/// statement that starts with a name (`; do (1=1)`, `; while 1=1`). A value with none of
+/// them (an address, a link, a phone number, a browser's `(KHTML, like Gecko)`) is not
+/// tokenized as bare SQL. The words are cut where the lexer cuts them: after a number, a
+/// name may start (`1union`).
 fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
     let s = view.as_bytes();
-    if shape.any(const { Shape::bytes(b"(;#\\") })
+    if shape.any(const { Shape::bytes(b"#\\") })
         || found.has(List::SqlPair)
             && (shape.has(b'-') && crate::find(s, b"--").is_some()
                 || shape.has(b'/') && shape.has(b'*') && crate::find(s, b"/*").is_some()
                 || shape.has(b'|') && crate::find(s, b"||").is_some()
                 || shape.has(b'&') && crate::find(s, b"&&").is_some()
                 || shape.has(b'@') && crate::find(s, b"@@").is_some())
+        || shape.has(b'(') && memchr::memchr_iter(b'(', s).nth(2).is_some()
     {
         return true;
     }
+    let statement_end = shape.has(b';');
     let mut i = 0;
     while i < s.len() {
         match s[i] {
@@ -815,8 +805,15 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
             b'a'..=b'z' | b'_' | b'$' => {
                 let end = word_end(s, i);
                 // Name bytes are ASCII, so both ends are character boundaries.
-                if keyword(view.get(i..end).unwrap_or("")) != Kw::Ident {
-                    return true;
+                let word = view.get(i..end).unwrap_or("");
+                match keyword(word) {
+                    Kw::Ident => {
+                        if statement_end && matches!(word, "do" | "while") {
+                            return true;
+                        }
+                    }
+                    kw if weak_keyword(kw) => {}
+                    _ => return true,
                 }
                 i = end;
             }
@@ -824,6 +821,26 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
         }
     }
     false
+}
+
+/// Operators and clause words that no bare rule reads without a stronger keyword, a logical
+/// operator or a comment beside them: what they compare or join is judged only after `and`,
+/// `or`, `case` or a breakout. The lexer never reads them as calls, so they count toward no
+/// keyword density. (`like` is in every browser's User-Agent, `in`, `is`, `as` and `not` in
+/// most sentences.)
+fn weak_keyword(kw: Kw) -> bool {
+    matches!(
+        kw,
+        Kw::In
+            | Kw::Like
+            | Kw::Is
+            | Kw::Between
+            | Kw::Not
+            | Kw::When
+            | Kw::Then
+            | Kw::Else
+            | Kw::As
+    )
 }
 
 /// Where the `*/` that closes a nested block comment starts in its body (after the opening
@@ -2402,6 +2419,7 @@ mod tests {
             "1e5union select 1,2",
             "/*!50000union*/ select 1,2",
             "1; while 1=1",
+            "1; do (1=1)",
             "a(b) c(d) e(f)",
             "\\n \\n \\n",
             "@@version",
@@ -2418,6 +2436,10 @@ mod tests {
             "calle de alcalá 42, 28014 madrid",
             "https://shop.example.com/cart?item=1&qty=2",
             "+34 612 345 678",
+            // Weak keywords, two calls, a `;` before a name.
+            "mozilla/5.0 (x11; linux x86_64) applewebkit/537.36 (khtml, like gecko) chrome/126.0",
+            "this is not as good as it looks in the photo",
+            "see (figure 2) in the guide; thanks",
         ] {
             assert!(!gate(clean), "{clean:?}");
         }
@@ -2432,7 +2454,8 @@ mod tests {
             proptest::sample::select(&[
                 "union", "select", "all", "from", "where", "order", "by", "limit", "into",
                 "outfile", "or", "and", "not", "null", "true", "is", "like", "in", "case",
-                "when", "then", "end", "if", "while", "do", "sleep", "exec", "declare",
+                "when", "then", "else", "end", "if", "while", "do", "between", "as", "rlike",
+                "sleep", "exec", "declare",
                 "shutdown", "drop", "table", "char", "version", "information_schema.tables",
                 "sp_who", "xp_cmdshell", "@@version", "@a", "1", "0x", "ab", "e", "9", "x",
                 "'", "\"", "`", " ", " ", "(", ")", ";", ",", ".", "=", "<", ">", "!", "-",
