@@ -33,6 +33,8 @@ pub(crate) enum List {
     Entity,
     /// The two-character comment starts and operators of SQL.
     SqlPair,
+    /// The words the bare SQL gate lets through.
+    SqlWord,
 }
 
 const LISTS: &[(List, &[&str])] = &[
@@ -97,6 +99,7 @@ fn lists() -> Vec<(List, Vec<String>)> {
                 List::SqlPair,
                 ["--", "/*", "||", "&&", "@@"].map(str::to_owned).to_vec(),
             ),
+            (List::SqlWord, crate::sqli::gate_words()),
         ])
         .collect()
 }
@@ -300,7 +303,10 @@ mod tests {
         let attributes = Found::of(b"\" onmouseover=x style=y");
         assert!(attributes.has(List::EventHandler) && attributes.has(List::StyleAttribute));
         assert!(!Found::of(b"london, once more").has(List::EventHandler));
-        let none = Found::of(b"leave the parcel at the door; ring twice");
+        assert!(Found::of(b"1union select 1").has(List::SqlWord));
+        assert!(Found::of(b"exec master..xp_cmdshell").has(List::SqlWord));
+        assert!(!Found::of(b"(khtml, like gecko) chrome/126.0").has(List::SqlWord));
+        let none = Found::of(b"leave the parcel at the gate; ring twice");
         assert_eq!(none, Found(0));
         assert!(Found::UNKNOWN.has(List::ProbeCall));
     }
