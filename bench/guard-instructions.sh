@@ -7,6 +7,7 @@
 # Usage: bench/guard-instructions.sh   (needs valgrind: apt-get install valgrind)
 #        VALUE='some text' bench/guard-instructions.sh   the cost of inspecting one query value
 #        QUERY='a=1&b=2' bench/guard-instructions.sh     the cost of inspecting one query string
+#        FRESH=1 bench/guard-instructions.sh   with a new Report (and buffers) for each inspection
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
@@ -14,7 +15,7 @@ cargo build --release -q -p rampart-guard --example inspect_loop
 BIN=target/release/examples/inspect_loop
 
 instructions() { # iterations [JSON kind]
-  env N="$1" ${2:+JSON=$2} ${VALUE:+VALUE="$VALUE"} ${QUERY:+QUERY="$QUERY"} valgrind --tool=cachegrind --cache-sim=no \
+  env N="$1" ${2:+JSON=$2} ${VALUE:+VALUE="$VALUE"} ${QUERY:+QUERY="$QUERY"} ${FRESH:+FRESH=1} valgrind --tool=cachegrind --cache-sim=no \
     --cachegrind-out-file=/dev/null "$BIN" 2>&1 | awk '/I *refs/ { gsub(",", "", $4); print $4 }'
 }
 per_iteration() { # name few many [JSON kind]

@@ -1,7 +1,8 @@
 //! Inspects the benchmark's typical request (or, with `JSON` set, its 64 KB JSON body, with
 //! `JSON=distinct` the body whose strings all differ, with `VALUE` set, that one query
 //! value, or with `QUERY` set, that query string) `N` times, for counting instructions under
-//! cachegrind where timings are too noisy to compare (`bench/guard-instructions.sh`).
+//! cachegrind where timings are too noisy to compare (`bench/guard-instructions.sh`). With
+//! `FRESH` set, every inspection gets a new `Report`, whose buffers grow again.
 
 use std::hint::black_box;
 
@@ -24,9 +25,14 @@ fn main() {
     let value = std::env::var("VALUE").ok();
     let query = std::env::var("QUERY").ok();
     let typical = typical_query();
+    let fresh = std::env::var_os("FRESH").is_some();
     let mut report = Report::default();
     for _ in 0..iterations {
-        report.clear();
+        if fresh {
+            report = Report::default();
+        } else {
+            report.clear();
+        }
         if let Some(value) = &value {
             policy.inspect_value(Location::QueryValue, "q", black_box(value), &mut report);
             continue;
