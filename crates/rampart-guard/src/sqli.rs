@@ -819,8 +819,8 @@ fn word_end(s: &[u8], from: usize) -> usize {
 
 /// Whether the bare reading of a value can hold anything [`analyse`] reports there. Every
 /// rule for a bare value needs a comment, `||` or `&&`, `@@`, MySQL's `\N`, a catalogue
-/// name, or an SQL keyword other than the operators and clause words of [`weak_keyword`];
-/// or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
+/// name, or an SQL keyword other than the operators and clause words of [`weak_keyword`]
+/// (`order` and `group` only with a `by`, or as a call); or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
 /// statement that starts with a name (`; do (1=1)`, `; while 1=1`). A value with none of
 /// them (an address, a link, a phone number, a browser's `(KHTML, like Gecko)`) is not
 /// tokenized as bare SQL. The literal search tells whether any of the words occurs at all,
@@ -843,6 +843,7 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
         return false;
     }
     let statement_end = shape.has(b';');
+    let (mut clause, mut by) = (false, false);
     let mut i = 0;
     while i < s.len() {
         match s[i] {
@@ -858,6 +859,20 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
                         }
                     }
                     kw if weak_keyword(kw) => {}
+                    // `order by`, `group by`: the clause counts with its `by`, the words
+                    // alone only as a call (`1-order(1)`); a comment between them is admitted
+                    // above. The order a `by` has in the text is left to the analysis.
+                    kw @ (Kw::Order | Kw::Group | Kw::By) => {
+                        let after = s[end..].iter().position(|&b| !is_space(b));
+                        if after.is_some_and(|at| s[end + at] == b'(') {
+                            return true;
+                        }
+                        by |= kw == Kw::By;
+                        clause |= kw != Kw::By;
+                        if clause && by {
+                            return true;
+                        }
+                    }
                     _ => return true,
                 }
                 i = end;
@@ -2470,6 +2485,9 @@ mod tests {
             "/*!50000union*/ select 1,2",
             "1; while 1=1",
             "1; do (1=1)",
+            "1 order by 1",
+            "1 group by 2--",
+            "1-order(1)",
             "char(65)+char(66)",
             "chr (65)||chr (66)",
             "a(b) c(d) e(f)",
@@ -2496,6 +2514,8 @@ mod tests {
             "this is not as good as it looks in the photo",
             "see (figure 2) in the guide; thanks",
             "a character (in two parts)",
+            "order 5 for customer number 35",
+            "please group the orders of last week",
         ] {
             assert!(!gate(clean), "{clean:?}");
         }
