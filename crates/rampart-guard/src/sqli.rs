@@ -820,7 +820,8 @@ fn word_end(s: &[u8], from: usize) -> usize {
 /// Whether the bare reading of a value can hold anything [`analyse`] reports there. Every
 /// rule for a bare value needs a comment, `||` or `&&`, `@@`, MySQL's `\N`, a catalogue
 /// name, or an SQL keyword other than the operators and clause words of [`weak_keyword`]
-/// (`order` and `group` only with a `by`, or as a call); or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
+/// (`order` and `group` only with a `by`, they and the [`call_only_keyword`]s otherwise only
+/// as a call); or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
 /// statement that starts with a name (`; do (1=1)`, `; while 1=1`). A value with none of
 /// them (an address, a link, a phone number, a browser's `(KHTML, like Gecko)`) is not
 /// tokenized as bare SQL. The literal search tells whether any of the words occurs at all,
@@ -859,16 +860,17 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
                         }
                     }
                     kw if weak_keyword(kw) => {}
-                    // `order by`, `group by`: the clause counts with its `by`, the words
-                    // alone only as a call (`1-order(1)`); a comment between them is admitted
-                    // above. The order a `by` has in the text is left to the analysis.
-                    kw @ (Kw::Order | Kw::Group | Kw::By) => {
+                    // The words that count only as a call (`1-order(1)`, `true()`), where
+                    // `(` follows after spaces (a comment between is admitted above); and
+                    // `order by`, `group by`: the clause counts with its `by`, whose place in
+                    // the text is left to the analysis.
+                    kw if call_only_keyword(kw) || matches!(kw, Kw::Order | Kw::Group | Kw::By) => {
                         let after = s[end..].iter().position(|&b| !is_space(b));
                         if after.is_some_and(|at| s[end + at] == b'(') {
                             return true;
                         }
                         by |= kw == Kw::By;
-                        clause |= kw != Kw::By;
+                        clause |= matches!(kw, Kw::Order | Kw::Group);
                         if clause && by {
                             return true;
                         }
@@ -881,6 +883,29 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
         }
     }
     false
+}
+
+/// Keywords that a bare rule reads as a word only after a stronger one (`waitfor delay`,
+/// `union all`, `select top`, `case ... end`, `into outfile`, `limit 1 offset`, `select
+/// user`) or inside a condition that a logical operator joins (`true`, `binary`, `div`);
+/// as a call (`user()`, `true()`) they count on their own. Most are words of prose: `time`,
+/// `all`, `top`, `end`, `user`, `version`.
+fn call_only_keyword(kw: Kw) -> bool {
+    matches!(
+        kw,
+        Kw::Bool
+            | Kw::Delay
+            | Kw::All
+            | Kw::Distinct
+            | Kw::Top
+            | Kw::End
+            | Kw::Arith
+            | Kw::Binary
+            | Kw::InfoFn
+            | Kw::Offset
+            | Kw::Procedure
+            | Kw::Outfile
+    )
 }
 
 /// Operators and clause words that no bare rule reads without a stronger keyword, a logical
@@ -2488,6 +2513,9 @@ mod tests {
             "1 order by 1",
             "1 group by 2--",
             "1-order(1)",
+            "1-user()",
+            "1 waitfor delay '0:0:5'",
+            "null null null",
             "char(65)+char(66)",
             "chr (65)||chr (66)",
             "a(b) c(d) e(f)",
@@ -2516,6 +2544,7 @@ mod tests {
             "a character (in two parts)",
             "order 5 for customer number 35",
             "please group the orders of last week",
+            "all the time, every user, to the end: true",
         ] {
             assert!(!gate(clean), "{clean:?}");
         }
@@ -2531,7 +2560,8 @@ mod tests {
                 "union", "select", "all", "from", "where", "order", "by", "limit", "into",
                 "outfile", "or", "and", "not", "null", "true", "is", "like", "in", "case",
                 "when", "then", "else", "end", "if", "while", "do", "between", "as", "rlike",
-                "sleep", "exec", "declare",
+                "time", "delay", "waitfor", "user", "top", "distinct", "div", "binary", "offset",
+                "procedure", "sleep", "exec", "declare",
                 "shutdown", "drop", "table", "char", "version", "information_schema.tables",
                 "sp_who", "xp_cmdshell", "@@version", "@a", "1", "0x", "ab", "e", "9", "x",
                 "'", "\"", "`", " ", " ", "(", ")", ";", ",", ".", "=", "<", ">", "!", "-",
@@ -2542,6 +2572,37 @@ mod tests {
             let spaced = view.replace('+', " ");
             proptest::prop_assert!(gate_admits(&spaced, &view), "{:?} read as {:?}", view, spaced);
         }
+    }
+
+    /// Every sentence of up to three words, each the first word of a kind of keyword, a
+    /// name, or a token between them: the sentences of keywords that glued fragments seldom
+    /// make (`null null null`, `user ()`, `order by 1`).
+    #[test]
+    fn the_bare_gate_admits_every_bare_finding_among_three_keywords() {
+        let words: Vec<&str> = KEYWORDS
+            .iter()
+            .filter_map(|(_, words)| words.first().copied())
+            .chain([
+                "x", "do", "while", "if", "1", "'a'", "(", ")", "()", ",", ";", "=", "-", "--",
+                "@v",
+            ])
+            .collect();
+        let mut view = String::new();
+        let mut flagged = 0;
+        for a in &words {
+            for b in std::iter::once(&"").chain(&words) {
+                for c in std::iter::once(&"").chain(&words) {
+                    view.clear();
+                    for word in [a, b, c].into_iter().filter(|w| !w.is_empty()) {
+                        view.push_str(word);
+                        view.push(' ');
+                    }
+                    assert!(gate_admits(&view, &view), "the gate skips {view:?}");
+                    flagged += usize::from(bare_findings(&view));
+                }
+            }
+        }
+        assert!(flagged > 1000, "{flagged} sentences with bare findings");
     }
 
     #[test]
