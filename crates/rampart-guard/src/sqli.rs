@@ -821,10 +821,10 @@ fn word_end(s: &[u8], from: usize) -> usize {
 /// rule for a bare value needs a comment, `||` or `&&`, `@@`, MySQL's `\N`, a catalogue
 /// name, or an SQL keyword other than the operators and clause words of [`weak_keyword`]
 /// (`order` and `group` only with a `by`, they and the [`call_only_keyword`]s otherwise only
-/// as a call); or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;` before a
-/// statement that starts with a name (`; do (1=1)`, `; while 1=1`). A value with none of
-/// them (an address, a link, a phone number, a browser's `(KHTML, like Gecko)`) is not
-/// tokenized as bare SQL. The literal search tells whether any of the words occurs at all,
+/// as a call); or else three calls (`a(b) c(d) e(f)`, keyword density: three `(`), or a `;`
+/// before a statement that starts with a name (`; do (1=1)`, `; while 1=1`). A value with
+/// none of them (an address, a link, a phone number, a browser's `(KHTML, like Gecko)`) is
+/// not tokenized as bare SQL. The literal search tells whether any of the words occurs at all,
 /// even inside a longer word ([`gate_words`]); where one does, the words are cut where the
 /// lexer cuts them: after a number, a name may start (`1union`).
 fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
