@@ -328,7 +328,7 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 /// The ASCII characters `char::is_whitespace` accepts: `u8::is_ascii_whitespace` and the
 /// vertical tab it leaves out.
 #[inline(always)]
-pub(crate) fn is_whitespace_byte(b: u8) -> bool {
+pub(crate) const fn is_whitespace_byte(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
