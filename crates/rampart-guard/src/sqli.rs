@@ -630,7 +630,7 @@ impl<'a> Lexer<'a> {
                 } else if weak_keyword(kw) || matches!(kw, Kw::Where | Kw::Having | Kw::From) {
                     // Operators and clauses, also when a parenthesis follows: `in (1)`.
                     Kind::Word(kw)
-                } else if self.followed_by_paren() {
+                } else if call_follows(s, self.pos) {
                     Kind::Func(kw)
                 } else if kw == Kw::Arith {
                     Kind::Op
@@ -738,24 +738,26 @@ impl<'a> Lexer<'a> {
     fn skip_word(&mut self) {
         self.pos = word_end(self.s, self.pos);
     }
+}
 
-    /// Whether the next thing after spaces and comments is `(`: a function call.
-    fn followed_by_paren(&self) -> bool {
-        let s = self.s;
-        let mut i = self.pos;
-        loop {
-            while i < s.len() && is_space(s[i]) {
-                i += 1;
-            }
-            if s[i.min(s.len())..].starts_with(b"/*") {
-                match crate::find(&s[i + 2..], b"*/") {
-                    Some(off) => i += 2 + off + 2,
-                    None => return false,
-                }
-                continue;
-            }
-            return s.get(i) == Some(&b'(');
+/// Whether the next thing after spaces and comments from `from` is `(`: the word that ends
+/// there is read as a call. Inlined into its two hot callers, the lexer and the bare gate:
+/// as a call it cost the body with no string repeated 83,000 instructions more.
+#[inline(always)]
+fn call_follows(s: &[u8], from: usize) -> bool {
+    let mut i = from;
+    loop {
+        while i < s.len() && is_space(s[i]) {
+            i += 1;
         }
+        if s[i.min(s.len())..].starts_with(b"/*") {
+            match crate::find(&s[i + 2..], b"*/") {
+                Some(off) => i += 2 + off + 2,
+                None => return false,
+            }
+            continue;
+        }
+        return s.get(i) == Some(&b'(');
     }
 }
 
@@ -860,13 +862,11 @@ fn bare_may_say_sql(view: &str, shape: Shape, found: Found) -> bool {
                         }
                     }
                     kw if weak_keyword(kw) => {}
-                    // The words that count only as a call (`1-order(1)`, `true()`), where
-                    // `(` follows after spaces (a comment between is admitted above); and
-                    // `order by`, `group by`: the clause counts with its `by`, whose place in
-                    // the text is left to the analysis.
+                    // The words that count only as a call (`1-order(1)`, `true()`), read as
+                    // the lexer reads one; and `order by`, `group by`: the clause counts with
+                    // its `by`, whose place in the text is left to the analysis.
                     kw if call_only_keyword(kw) || matches!(kw, Kw::Order | Kw::Group | Kw::By) => {
-                        let after = s[end..].iter().position(|&b| !is_space(b));
-                        if after.is_some_and(|at| s[end + at] == b'(') {
+                        if call_follows(s, end) {
                             return true;
                         }
                         by |= kw == Kw::By;
