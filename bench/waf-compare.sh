@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 CORPUS="${1:-../shared/corpus/waf/dev.jsonl}"
 TARGETS="${TARGETS:-crs1 crs2 rampart}"
 WORKERS="${WORKERS:-8}"
+[ -z "${DECISIONS:-}" ] || mkdir -p "$DECISIONS"
 
 need=()
 [ -e /usr/lib/apache2/modules/mod_security2.so ] || need+=(apache2 libapache2-mod-security2)

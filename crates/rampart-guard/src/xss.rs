@@ -434,14 +434,14 @@ fn attributes(view: &str, mut i: usize, budget: &mut usize, hits: &mut Hits) -> 
         {
             i += 1;
         }
-        if i >= bytes.len() || bytes[i] == b'>' || bytes[i] == b'<' {
+        if i >= bytes.len() || bytes[i] == b'>' {
             *budget -= read;
             return i;
         }
+        // A `<` inside a tag is a character of an attribute's name, as browsers read it: in
+        // `<x </onxxx=1` the `/` after it ends that name, and `onxxx` is the next attribute.
         let name_start = i;
-        while i < bytes.len()
-            && !is_html_space(bytes[i])
-            && !matches!(bytes[i], b'/' | b'>' | b'=' | b'<')
+        while i < bytes.len() && !is_html_space(bytes[i]) && !matches!(bytes[i], b'/' | b'>' | b'=')
         {
             i += 1;
         }
@@ -554,9 +554,10 @@ fn style_runs_script(value: &str) -> bool {
 }
 
 /// A `style` attribute that loads a resource (`url(...)`: tracking, CSS exfiltration, SVG
-/// resources) or leaves its declaration block (`{`, `}`) to write rules of its own.
+/// resources), leaves its declaration block (`{`, `}`) to write rules of its own, or holds a
+/// comment: an inline style needs none, and comments are how `ex/**/pression(` is split.
 fn style_injects(value: &str) -> bool {
-    value.contains("url(") || value.contains(['{', '}'])
+    value.contains("url(") || value.contains(['{', '}']) || value.contains("/*")
 }
 
 fn strip_css_comments(text: &str) -> String {
@@ -789,6 +790,34 @@ mod tests {
         assert!(families_at(&junk, Location::BodyValue, 1).is_empty());
         let value = format!("{junk} <img src=x onerror=alert(1)>");
         assert!(families_at(&value, Location::BodyValue, 1).contains(&"xss"));
+    }
+
+    #[test]
+    fn attribute_names_are_cut_where_browsers_cut_them() {
+        // A `<` belongs to the name it starts; the `/` after it ends that name.
+        for (value, handler) in [
+            ("<x </onxxx=1", true),
+            ("<b </onclick=go()>x</b>", true),
+            ("<x <onxxx=1>", false),
+        ] {
+            let in_body = families_at(value, Location::BodyValue, 1);
+            assert_eq!(in_body.contains(&"xss"), handler, "{value}");
+        }
+    }
+
+    #[test]
+    fn a_comment_in_an_inline_style_is_refused_in_bodies_too() {
+        for value in [
+            "<a style='no\\xss:noxss(\"*//*\");",
+            "<div style=\"font-family:'sans\\27\\2F\\2A\\22\\2A\\2F\\3B color\\3Ared\\3B'\">X</div>",
+        ] {
+            assert!(
+                families_at(value, Location::BodyValue, 1).contains(&"xss"),
+                "{value}"
+            );
+        }
+        let plain = "<span style=\"color: red; font-weight: bold\">x</span>";
+        assert!(families_at(plain, Location::BodyValue, 1).is_empty());
     }
 
     #[test]
