@@ -434,14 +434,20 @@ fn attributes(view: &str, mut i: usize, budget: &mut usize, hits: &mut Hits) -> 
         {
             i += 1;
         }
-        if i >= bytes.len() || bytes[i] == b'>' {
+        // A `<` inside a tag is a character of an attribute's name, as browsers read it: in
+        // `<x </onxxx=1` the `/` after it ends that name, and `onxxx` is the next attribute.
+        // Any other `<` is read as the start of a tag of its own (as every `<` is), and the
+        // attributes after it are read there.
+        let inner_name = bytes.get(i) == Some(&b'<') && bytes.get(i + 1) == Some(&b'/');
+        if i >= bytes.len() || bytes[i] == b'>' || bytes[i] == b'<' && !inner_name {
             *budget -= read;
             return i;
         }
-        // A `<` inside a tag is a character of an attribute's name, as browsers read it: in
-        // `<x </onxxx=1` the `/` after it ends that name, and `onxxx` is the next attribute.
         let name_start = i;
-        while i < bytes.len() && !is_html_space(bytes[i]) && !matches!(bytes[i], b'/' | b'>' | b'=')
+        i += usize::from(inner_name);
+        while i < bytes.len()
+            && !is_html_space(bytes[i])
+            && !matches!(bytes[i], b'/' | b'>' | b'=' | b'<')
         {
             i += 1;
         }
