@@ -470,10 +470,15 @@ fn ldap_marker_across_spaces(view: &str) -> bool {
 }
 
 /// Closing an LDAP filter and opening another: `*)(uid=*))(|(uid=*`, `admin)(&)`,
-/// `*(|(mail=*))`.
+/// `*(|(mail=*))`, `admin*)((|userPassword=*)`; or opening the empty `(&)` (always true) or
+/// `(|)` that the application's own closing `)` completes: `*)(&`.
 fn ldap(compact: &str, view: &str, hits: &mut Hits) {
     let b = compact.as_bytes();
-    if compact.contains("(&)") || compact.contains("(|)") {
+    if compact.contains("(&)")
+        || compact.contains("(|)")
+        || compact.ends_with(")(&")
+        || compact.ends_with(")(|")
+    {
         hits.add(&rules::LDAPI_FILTER, view, 0);
         return;
     }
@@ -494,11 +499,17 @@ fn ldap(compact: &str, view: &str, hits: &mut Hits) {
     }
 }
 
-/// `attr=`, `attr~=`, `attr>=`, `attr<=` or a nested `|(`, `&(`, `!(`.
+/// `attr=`, `attr~=`, `attr>=`, `attr<=`, after the openings of nested filters (`|(`, `&(`,
+/// `!(`, and the stray `(` or missing one of `((|attr=`, which lenient servers read too).
 fn ldap_assertion(rest: &[u8]) -> bool {
-    if rest.len() >= 2 && matches!(rest[0], b'|' | b'&' | b'!') && rest[1] == b'(' {
-        return ldap_assertion(&rest[2..]);
-    }
+    // Bounded, so a run of openings costs no more than these few bytes at each `)(`.
+    const MAX_OPENINGS: usize = 6;
+    let openings = rest
+        .iter()
+        .take(MAX_OPENINGS)
+        .take_while(|&&c| matches!(c, b'(' | b'|' | b'&' | b'!'))
+        .count();
+    let rest = &rest[openings..];
     let name = rest
         .iter()
         .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b';'))
@@ -600,6 +611,8 @@ mod tests {
             ("*) (uid=*))( |(uid=*", "ldapi"),
             ("admin)\t( & )", "ldapi"),
             ("*)\u{2028}(uid=*", "ldapi"),
+            ("admin*)((|userPassword=*)", "ldapi"),
+            ("*)(&", "ldapi"),
         ] {
             assert!(
                 families(attack, 1).contains(&family),
@@ -622,6 +635,7 @@ mod tests {
             "price in $ (dollars)",
             "(see above)",
             "f(x) = (a)(b)",
+            "terms (a)(&b) apply",
             "100% sure",
             "${HOME}",
         ] {
