@@ -44,16 +44,18 @@ pub struct Outcome {
 const SPARE_REPORTS: usize = 4;
 
 thread_local! {
-    static SPARES: RefCell<Vec<Report>> = const { RefCell::new(Vec::new()) };
+    #[expect(clippy::vec_box, reason = "a request holds its report by the box it was kept in")]
+    static SPARES: RefCell<Vec<Box<Report>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A request's report, whose buffers go back to this thread's spares when the request is
 /// done with it: the scratch a query's inspection grows (tokens, decoded views, the form
 /// buffers) would otherwise be allocated anew for every request, 6,000 instructions of a
 /// typical request's 61,000 (`FRESH=1 bench/guard-instructions.sh`). A report that inspected
-/// a body is not kept: its buffers may be as large as the body.
+/// a body is not kept: its buffers may be as large as the body. Boxed, so that the outcome
+/// moves a pointer as the request's future moves it, not the report's few hundred bytes.
 pub struct PooledReport {
-    report: Report,
+    report: Option<Box<Report>>,
     keep: bool,
 }
 
@@ -64,30 +66,35 @@ impl PooledReport {
             .ok()
             .flatten()
             .unwrap_or_default();
-        PooledReport { report, keep: true }
+        PooledReport {
+            report: Some(report),
+            keep: true,
+        }
     }
 }
+
+/// The report is taken out of its `Option` only by the drop.
+const PRESENT: &str = "a pooled report is present until it is dropped";
 
 impl std::ops::Deref for PooledReport {
     type Target = Report;
 
     fn deref(&self) -> &Report {
-        &self.report
+        self.report.as_deref().expect(PRESENT)
     }
 }
 
 impl std::ops::DerefMut for PooledReport {
     fn deref_mut(&mut self) -> &mut Report {
-        &mut self.report
+        self.report.as_deref_mut().expect(PRESENT)
     }
 }
 
 impl Drop for PooledReport {
     fn drop(&mut self) {
-        if !self.keep {
+        let Some(mut report) = self.report.take().filter(|_| self.keep) else {
             return;
-        }
-        let mut report = std::mem::take(&mut self.report);
+        };
         report.clear();
         // A thread that is ending has no spares to keep: the report is dropped.
         let _ = SPARES.try_with(|spares| {
