@@ -224,11 +224,15 @@ impl UpstreamFields {
         }
     }
 
+    fn passes(&self, i: usize) -> bool {
+        self.passed[i / 64] & (1 << (i % 64)) != 0
+    }
+
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.raw
             .iter()
             .enumerate()
-            .filter(|(i, _)| self.passed[i / 64] & (1 << (i % 64)) != 0)
+            .filter(|&(i, _)| self.passes(i))
             .map(|(_, field)| field)
     }
 }
@@ -343,11 +347,8 @@ impl ResponseBody {
 
 impl rampart_h1::HeadFields for ResponseBody {
     fn write_fields(&self, out: &mut Vec<u8>) {
-        for (name, value) in self.upstream_fields() {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+        if let Source::Upstream(_, fields) = &self.source {
+            fields.raw.write_lines(out, |i| fields.passes(i));
         }
         if let Some(exchange) = &self.exchange {
             exchange.write_fields(out);

@@ -111,6 +111,41 @@ impl RawFields {
         self.fields.is_empty()
     }
 
+    /// Writes the fields that `keep` chooses (by their index) as `name: value\r\n` lines.
+    /// A line that arrived in exactly that form is copied as it came, and a run of such lines
+    /// at once: a proxy passes most of a response's fields on unchanged, and one copy of a
+    /// run costs less than four appends for each field.
+    pub fn write_lines(&self, out: &mut Vec<u8>, mut keep: impl FnMut(usize) -> bool) {
+        let head = &self.head[..];
+        // The bytes of the lines waiting to be copied.
+        let mut run = 0..0;
+        for (i, field) in self.fields.iter().enumerate() {
+            if !keep(i) {
+                continue;
+            }
+            let (name_start, name_end) = (field.name.0 as usize, field.name.1 as usize);
+            let (value_start, value_end) = (field.value.0 as usize, field.value.1 as usize);
+            let as_written = value_start == name_end + 2
+                && head.get(name_end..value_start) == Some(b": ")
+                && head.get(value_end..value_end + 2) == Some(b"\r\n");
+            if as_written && run.end == name_start && !run.is_empty() {
+                run.end = value_end + 2;
+                continue;
+            }
+            out.extend_from_slice(&head[run.clone()]);
+            if as_written {
+                run = name_start..value_end + 2;
+            } else {
+                run = 0..0;
+                out.extend_from_slice(&head[name_start..name_end]);
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(&head[value_start..value_end]);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        out.extend_from_slice(&head[run]);
+    }
+
     /// The fields in a header map; values share the head's memory.
     pub fn to_header_map(&self) -> Result<HeaderMap, HeadError> {
         header_map(&self.head, &self.fields, &mut Semantics::default())
@@ -727,6 +762,40 @@ mod tests {
     fn response(text: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
         let mut buf = BytesMut::from(text);
         parse_response(&mut buf, LIMITS, method)
+    }
+
+    #[test]
+    fn chosen_fields_are_written_as_lines_whatever_their_spacing() {
+        let head = response(
+            "HTTP/1.1 200 OK\r\nDate: x\r\nServer: s\r\nA: 1\r\nB:2\r\nC: 3\r\nD: 4 \r\nE: 5\nF: \r\nG: 7\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let names: Vec<&[u8]> = head.fields.iter().map(|(n, _)| n).collect();
+        for (skip, expected) in [
+            (
+                &[][..],
+                "Date: x\r\nServer: s\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: \r\nG: 7\r\n",
+            ),
+            (
+                &[b"Server" as &[u8], b"C"][..],
+                "Date: x\r\nA: 1\r\nB: 2\r\nD: 4\r\nE: 5\r\nF: \r\nG: 7\r\n",
+            ),
+            (
+                &[b"Date" as &[u8], b"G"][..],
+                "Server: s\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: \r\n",
+            ),
+        ] {
+            let mut out = Vec::new();
+            head.fields
+                .write_lines(&mut out, |i| !skip.contains(&names[i]));
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                expected,
+                "skipping {skip:?}"
+            );
+        }
     }
 
     #[test]
