@@ -200,12 +200,9 @@ impl Exchange {
         let route = self.route.map(|i| self.runtime.route_at(i));
         if let Some(route) = route {
             route.metrics.count(self.status);
-            route
-                .metrics
-                .request_duration
-                .observe(duration.as_secs_f64());
+            route.metrics.request_duration.observe(duration);
             if let Some(d) = self.upstream_duration {
-                route.metrics.upstream_duration.observe(d.as_secs_f64());
+                route.metrics.upstream_duration.observe(d);
             }
         }
         let Some(log) = &self.runtime.access_log else {

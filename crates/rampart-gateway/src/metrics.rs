@@ -1,18 +1,19 @@
 //! Prometheus metrics. Handles for each route are resolved when the config is compiled, so
 //! the request path records without label lookups.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric,
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use rampart_limit::{LimiterStats, Redis};
 
@@ -23,6 +24,78 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
         .map(|k| 100e-6 * 1.5f64.powi(k))
         .take_while(|b| *b < 30.0)
         .chain(std::iter::once(30.0))
+}
+
+/// [`latency_buckets`] in nanoseconds, the unit durations are counted in.
+static LATENCY_BOUNDS_NANOS: LazyLock<Vec<u64>> = LazyLock::new(|| {
+    latency_buckets()
+        .map(|b| (b * 1e9).round() as u64)
+        .collect()
+});
+
+/// A latency histogram of [`latency_buckets`], recorded with two relaxed atomic additions
+/// and no lock: every request records two, on every worker thread, and a histogram behind
+/// a mutex (`prometheus_client`'s) made each recording take and release it. The count is
+/// the sum of the buckets when scraped, so `_count` and the `+Inf` bucket always agree.
+#[derive(Clone, Debug)]
+pub struct LatencyHistogram {
+    inner: Arc<LatencyCounts>,
+}
+
+#[derive(Debug)]
+struct LatencyCounts {
+    /// One per bound, and one past the last (`+Inf`).
+    buckets: Box<[AtomicU64]>,
+    /// Nanoseconds; wraps after 584 years of summed latency, which a scraper reads as a
+    /// counter reset.
+    sum_nanos: AtomicU64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let buckets = (0..=LATENCY_BOUNDS_NANOS.len())
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        LatencyHistogram {
+            inner: Arc::new(LatencyCounts {
+                buckets,
+                sum_nanos: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, duration: Duration) {
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        // The first bucket whose bound is at least the value (Prometheus' `le`).
+        let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
+        if let Some(count) = self.inner.buckets.get(bucket) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = latency_buckets().chain(std::iter::once(f64::INFINITY));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.inner.buckets.iter())
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|&(_, n)| n).sum();
+        let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,8 +192,8 @@ impl Rejection {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
-    upstream_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    request_duration: Family<RouteLabel, LatencyHistogram>,
+    upstream_duration: Family<RouteLabel, LatencyHistogram>,
     rejections: [Counter; Rejection::ALL.len()],
     server_up: Family<ServerLabels, Gauge>,
     server_requests: Family<ServerLabels, Counter>,
@@ -178,10 +251,6 @@ impl Collector for LimitCollector {
     }
 }
 
-fn new_latency_histogram() -> Histogram {
-    Histogram::new(latency_buckets())
-}
-
 /// The status classes a route's request counter is split by.
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
@@ -189,8 +258,8 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 #[derive(Clone)]
 pub struct RouteMetrics {
     by_status_class: [Counter; 5],
-    pub request_duration: Histogram,
-    pub upstream_duration: Histogram,
+    pub request_duration: LatencyHistogram,
+    pub upstream_duration: LatencyHistogram,
     pub retries: Counter,
     pub budget_exhausted: Counter,
 }
@@ -222,14 +291,8 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rampart");
         let requests = Family::<RequestLabels, Counter>::default();
-        let request_duration =
-            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                new_latency_histogram,
-            );
-        let upstream_duration =
-            Family::<RouteLabel, Histogram, fn() -> Histogram>::new_with_constructor(
-                new_latency_histogram,
-            );
+        let request_duration = Family::<RouteLabel, LatencyHistogram>::default();
+        let upstream_duration = Family::<RouteLabel, LatencyHistogram>::default();
         let rejection_family = Family::<ReasonLabel, Counter>::default();
         let rejections = Rejection::ALL.map(|reason| {
             rejection_family
@@ -442,6 +505,38 @@ mod tests {
             b.windows(2)
                 .all(|w| w[1] / w[0] <= 1.5 + 1e-9 && w[1] > w[0])
         );
+    }
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_at_least_as_large_and_add_up() {
+        let histogram = LatencyHistogram::default();
+        for micros in [50, 100, 101, 600, 40_000_000] {
+            histogram.observe(Duration::from_micros(micros));
+        }
+        let mut registry = Registry::default();
+        registry.register("latency", "test", histogram);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{series} in {text}"))
+        };
+        // Cumulative counts, bucket by bucket: 50 µs and exactly 100 µs are at most the
+        // first bound (100 µs), 101 µs within the second (150 µs), 600 µs within the sixth
+        // (759 µs), 40 s past the last (30 s).
+        let buckets: Vec<f64> = text
+            .lines()
+            .filter(|l| l.starts_with("latency_bucket{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        assert_eq!(buckets.len(), latency_buckets().count() + 1);
+        assert_eq!(&buckets[..6], &[2.0, 3.0, 3.0, 3.0, 3.0, 4.0]);
+        assert_eq!(buckets[buckets.len() - 2], 4.0);
+        assert_eq!(value("latency_bucket{le=\"30.0\"}"), 4.0);
+        assert_eq!(value("latency_bucket{le=\"+Inf\"}"), 5.0);
+        assert_eq!(value("latency_count"), 5.0);
+        assert!((value("latency_sum") - 40.000851).abs() < 1e-9);
     }
 
     #[test]
