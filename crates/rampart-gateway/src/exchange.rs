@@ -5,13 +5,13 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use rampart_h1::eq_lowercase;
 use rampart_limit::QuotaInfo;
 
-use crate::access_log::{json_str, rfc3339, zero_padded};
+use crate::access_log::{json_str, rfc3339, wall_time, zero_padded};
 use crate::body::BodyStats;
 use crate::headers::{RequestId, SecurityHeaders, X_REQUEST_ID, write_ip};
 use crate::runtime::Runtime;
@@ -215,6 +215,7 @@ impl Exchange {
         log.line(|out| {
             self.write_json(
                 out,
+                now,
                 duration,
                 completed,
                 route.map(|r| &*r.log_name),
@@ -226,6 +227,7 @@ impl Exchange {
     fn write_json(
         &self,
         out: &mut Vec<u8>,
+        now: Instant,
         duration: Duration,
         completed: bool,
         route: Option<&[u8]>,
@@ -237,7 +239,7 @@ impl Exchange {
             Some(uri) => Cow::Borrowed(uri.path_and_query().map_or("/", |p| p.as_str())),
         };
         out.extend_from_slice(b"{\"timestamp\":\"");
-        rfc3339(out, SystemTime::now());
+        rfc3339(out, wall_time(now));
         // Request ids are made of characters that need no escaping (acceptable_request_id).
         out.extend_from_slice(b"\",\"log\":\"access\",\"request_id\":\"");
         out.extend_from_slice(self.request_id.as_bytes());

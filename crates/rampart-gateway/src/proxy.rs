@@ -244,7 +244,11 @@ pub async fn handle(
                 header: &header,
                 route: &route.name,
             };
-            match route.limiter.check(&keys).await {
+            match route
+                .limiter
+                .check_at(&keys, tokio::time::Instant::from_std(start))
+                .await
+            {
                 Verdict::Allowed(info) => {
                     exchange.quota = info.filter(|_| runtime.rate_limit_headers);
                 }
@@ -824,7 +828,7 @@ async fn forward<'a>(
         let try_deadline = retry
             .per_try_timeout
             .map_or(deadline, |t| (now + t).min(deadline));
-        let sending = server.endpoint.send(parts, body, &*fields);
+        let sending = server.endpoint.send(parts, body, &*fields, now.into_std());
         let result = tokio::time::timeout_at(try_deadline, sending).await;
         let finished = tokio::time::Instant::now();
         *upstream_duration = Some(finished - now);

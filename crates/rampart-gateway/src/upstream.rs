@@ -187,14 +187,14 @@ impl Endpoint {
             .map_err(|_| UpstreamError::Connect("connect timed out".into()))?
     }
 
-    /// An idle connection still open, or a new one.
-    async fn checkout(&self) -> Result<Box<UpstreamConn>, UpstreamError> {
+    /// An idle connection still open at `now`, or a new one.
+    async fn checkout(&self, now: Instant) -> Result<Box<UpstreamConn>, UpstreamError> {
         loop {
             let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let Some((since, mut conn)) = pooled else {
                 return self.connect().await;
             };
-            if since.elapsed() <= IDLE_EXPIRY && !conn.is_closed() {
+            if now.saturating_duration_since(since) <= IDLE_EXPIRY && !conn.is_closed() {
                 return Ok(conn);
             }
         }
@@ -220,19 +220,20 @@ impl Endpoint {
     /// Sends a request, with `extra` fields besides its head's, and returns the response,
     /// whose body reads the rest and gives the connection back
     /// ([`UpstreamBody::take_connection`]). On failure the body comes back when none of the
-    /// request was sent, so that it can go elsewhere.
+    /// request was sent, so that it can go elsewhere. `now` is when the attempt starts.
     pub async fn send(
         &self,
         head: &http::request::Parts,
         mut body: RequestBody,
         extra: &(dyn HeadFields + Sync),
+        now: Instant,
     ) -> Result<UpstreamResponse, SendFailure> {
         let mut fresh = false;
         loop {
             let conn = if fresh {
                 self.connect().await
             } else {
-                self.checkout().await
+                self.checkout(now).await
             };
             let conn = match conn {
                 Ok(conn) => conn,
@@ -290,7 +291,10 @@ impl Endpoint {
                 .body(())
                 .ok()?
                 .into_parts();
-            let response = self.send(&head, RequestBody::empty(), &()).await.ok()?;
+            let response = self
+                .send(&head, RequestBody::empty(), &(), Instant::now())
+                .await
+                .ok()?;
             let status = response.head.status.as_u16();
             let mut body = response.body;
             let drained = loop {

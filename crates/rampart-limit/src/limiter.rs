@@ -207,6 +207,12 @@ impl RateLimiter {
 
     /// Decides a request against every limit that applies to it.
     pub async fn check(&self, keys: &RequestKeys<'_>) -> Verdict {
+        self.check_at(keys, tokio::time::Instant::now()).await
+    }
+
+    /// [`RateLimiter::check`] at `now`, a clock reading the caller has already made (a
+    /// reading costs about 20 ns on a VM, and a request needs several).
+    pub async fn check_at(&self, keys: &RequestKeys<'_>, now: tokio::time::Instant) -> Verdict {
         if self.limits.is_empty() {
             return Verdict::Allowed(None);
         }
@@ -232,10 +238,11 @@ impl RateLimiter {
                     if refuse {
                         return Verdict::Unavailable;
                     }
-                    self.check_local(&applicable, true)
+                    // After a failed round trip: a reading of its own.
+                    self.check_local(&applicable, true, tokio::time::Instant::now())
                 }
             },
-            None => self.check_local(&applicable, false),
+            None => self.check_local(&applicable, false, now),
         };
         let counter = match verdict {
             Verdict::Allowed(_) => &self.stats.allowed,
@@ -247,11 +254,15 @@ impl RateLimiter {
 
     /// In memory: each limit in turn; on a refusal the requests already counted by the
     /// earlier limits are given back.
-    fn check_local(&self, applicable: &[(usize, Key)], fallback: bool) -> Verdict {
+    fn check_local(
+        &self,
+        applicable: &[(usize, Key)],
+        fallback: bool,
+        now: tokio::time::Instant,
+    ) -> Verdict {
         let quota = |l: &Compiled| if fallback { l.fallback_quota } else { l.quota };
         let mut decisions: SmallVec<[(usize, Decision); 4]> = SmallVec::new();
         // One clock reading decides the request against every limit.
-        let now = tokio::time::Instant::now();
         for (n, (i, key)) in applicable.iter().enumerate() {
             let limit = &self.limits[*i];
             let q = quota(limit);
