@@ -86,7 +86,8 @@ done
 
 # The process whose CPU time is the proxy's: nginx's one worker (a child of the master),
 # rampart's process (all its threads).
-NGINX_WORKER=$(cat "/proc/$NGINX_MASTER/task/$NGINX_MASTER/children" | awk '{print $1}')
+# (A kernel without /proc/PID/task/TID/children leaves nginx's CPU column empty.)
+NGINX_WORKER=$(awk '{print $1}' "/proc/$NGINX_MASTER/task/$NGINX_MASTER/children" 2>/dev/null || true)
 declare -A CPU_PID=([nginx]=$NGINX_WORKER [rampart]=$RAMPART_PID)
 # User and system CPU ticks of a process.
 cpu_ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
