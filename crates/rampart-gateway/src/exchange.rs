@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use rampart_h1::eq_lowercase;
+use rampart_h1::{eq_lowercase, write_field_line};
 use rampart_limit::QuotaInfo;
 
 use crate::access_log::{json_str, rfc3339, wall_time, zero_padded};
@@ -125,10 +125,11 @@ impl Exchange {
                 (RATELIMIT_REMAINING, u64::from(info.remaining)),
                 (RATELIMIT_RESET, reset_secs(info)),
             ] {
-                out.extend_from_slice(name.as_str().as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(number.format(value).as_bytes());
-                out.extend_from_slice(b"\r\n");
+                write_field_line(
+                    out,
+                    name.as_str().as_bytes(),
+                    number.format(value).as_bytes(),
+                );
             }
         }
     }

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use rampart_h1::eq_lowercase;
+use rampart_h1::{eq_lowercase, write_field_line};
 use smallvec::SmallVec;
 
 use crate::config::{HstsMode, SecurityHeadersConfig};
@@ -187,13 +187,6 @@ impl<'a> ForwardedFields<'a> {
     }
 }
 
-fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Writes an IP address without the formatting machinery.
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     use std::io::Write;
@@ -229,7 +222,7 @@ pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
 impl rampart_h1::HeadFields for ForwardedFields<'_> {
     fn write_fields(&self, out: &mut Vec<u8>) {
         if let Some(host) = self.host {
-            line(out, b"host", host.as_bytes());
+            write_field_line(out, b"host", host.as_bytes());
         }
         out.extend_from_slice(b"x-forwarded-for: ");
         if let Some(chain) = &self.chain {
@@ -240,14 +233,14 @@ impl rampart_h1::HeadFields for ForwardedFields<'_> {
         out.extend_from_slice(b"\r\n");
         if !self.keep_proto {
             let proto: &[u8] = if self.tls { b"https" } else { b"http" };
-            line(out, b"x-forwarded-proto", proto);
+            write_field_line(out, b"x-forwarded-proto", proto);
         }
         if !self.keep_host
             && let Some(host) = self.original_host
         {
-            line(out, b"x-forwarded-host", host.as_bytes());
+            write_field_line(out, b"x-forwarded-host", host.as_bytes());
         }
-        line(out, b"x-request-id", self.request_id.as_bytes());
+        write_field_line(out, b"x-request-id", self.request_id.as_bytes());
     }
 
     fn replaces(&self, name: &HeaderName) -> bool {
@@ -319,7 +312,7 @@ impl SecurityHeaders {
             .flatten();
         let mut always_lines = Vec::new();
         for (name, value) in &always {
-            line(
+            write_field_line(
                 &mut always_lines,
                 name.as_str().as_bytes(),
                 value.as_bytes(),
@@ -373,7 +366,7 @@ impl SecurityHeaders {
     pub fn write_fields(&self, out: &mut Vec<u8>, tls: bool) {
         out.extend_from_slice(&self.always_lines);
         if let Some(v) = self.hsts(tls) {
-            line(out, b"strict-transport-security", v.as_bytes());
+            write_field_line(out, b"strict-transport-security", v.as_bytes());
         }
     }
 

@@ -137,10 +137,11 @@ impl RawFields {
                 run = name_start..value_end + 2;
             } else {
                 run = 0..0;
-                out.extend_from_slice(&head[name_start..name_end]);
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(&head[value_start..value_end]);
-                out.extend_from_slice(b"\r\n");
+                write_field_line(
+                    out,
+                    &head[name_start..name_end],
+                    &head[value_start..value_end],
+                );
             }
         }
         out.extend_from_slice(&head[run]);
@@ -632,12 +633,18 @@ fn write_fields(out: &mut Vec<u8>, headers: &HeaderMap, skip_length: bool, extra
         {
             continue;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     extra.write_fields(out);
+}
+
+/// Appends one header field as a `name: value\r\n` line.
+#[inline]
+pub fn write_field_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 fn write_framing_field(out: &mut Vec<u8>, field: Option<FramingField>) {

@@ -15,7 +15,9 @@ mod token;
 
 pub use body::BodyError;
 pub use client::{ClientConn, ClientError, ClientResponse, ResponseBody, SendError};
-pub use head::{Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead};
+pub use head::{
+    Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead, write_field_line,
+};
 pub use server::{RequestBody, ServerConfig, Service, serve};
 pub use token::eq_lowercase;
 
