@@ -213,19 +213,18 @@ pub fn wall_time(now: Instant) -> SystemTime {
     thread_local! {
         static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     }
-    let apart =
-        |a: Instant, b: Instant| a.checked_duration_since(b).or(b.checked_duration_since(a));
     let (at, wall) = ANCHOR.with(|anchor| match anchor.get() {
-        Some((at, wall)) if apart(now, at).is_some_and(|d| d < REFRESH) => (at, wall),
+        Some((at, wall)) if now.max(at) - now.min(at) < REFRESH => (at, wall),
         _ => {
             let fresh = (Instant::now(), SystemTime::now());
             anchor.set(Some(fresh));
             fresh
         }
     });
-    match now.checked_duration_since(at) {
-        Some(after) => wall + after,
-        None => wall - at.saturating_duration_since(now),
+    if now >= at {
+        wall + (now - at)
+    } else {
+        wall - (at - now)
     }
 }
 

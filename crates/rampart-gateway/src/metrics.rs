@@ -94,7 +94,7 @@ impl EncodeMetric for LatencyHistogram {
     }
 
     fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
+        Self::TYPE
     }
 }
 
