@@ -547,13 +547,12 @@ pub async fn handle(
         original_host.as_ref(),
         &exchange_fields.request_id,
     );
-    let preserved_host = original_host.as_ref().filter(|_| route.preserve_host);
     let forwarded = forward(
         route,
+        conn,
         &parts,
         outgoing,
         &mut fields,
-        preserved_host,
         &mut exchange_fields.upstream,
         &mut exchange_fields.upstream_duration,
     )
@@ -771,15 +770,16 @@ fn retry_after(pool: &Pool) -> Duration {
 /// to another server when there is one, and records every outcome.
 async fn forward<'a>(
     route: &'a Route,
+    conn: &ConnInfo,
     parts: &http::request::Parts,
     mut outgoing: Outgoing,
     fields: &mut ForwardedFields<'a>,
-    preserved_host: Option<&'a HeaderValue>,
     upstream: &mut Option<usize>,
     upstream_duration: &mut Option<Duration>,
 ) -> Result<UpstreamResponse, Failure> {
     let pool = &*route.pool;
     let retry = &route.retry;
+    let preserved_host = fields.original_host.filter(|_| route.preserve_host);
     // One clock reading per attempt start and end: they give the deadlines, durations and
     // the retry budget's second.
     let started = tokio::time::Instant::now();
@@ -828,8 +828,9 @@ async fn forward<'a>(
         let try_deadline = retry
             .per_try_timeout
             .map_or(deadline, |t| (now + t).min(deadline));
-        let sending = server.endpoint.send(parts, body, &*fields, now.into_std());
-        let result = tokio::time::timeout_at(try_deadline, sending).await;
+        // Pinned here, so that the timer's futures carry a pointer, not the whole send.
+        let sending = std::pin::pin!(server.endpoint.send(parts, body, &*fields, now.into_std()));
+        let result = conn.within(try_deadline, sending).await;
         let finished = tokio::time::Instant::now();
         *upstream_duration = Some(finished - now);
         spent = finished - started;
@@ -838,7 +839,7 @@ async fn forward<'a>(
             duration: spent,
         };
         let error = match result {
-            Ok(Ok(response)) => {
+            Some(Ok(response)) => {
                 let status = response.head.status.as_u16();
                 let failed = pool.failure.status_fails(status);
                 permit.record(outcome(failed));
@@ -850,7 +851,7 @@ async fn forward<'a>(
                 }
                 AttemptError::Status
             }
-            Ok(Err(SendFailure {
+            Some(Err(SendFailure {
                 error,
                 unsent: back,
             })) => {
@@ -869,7 +870,7 @@ async fn forward<'a>(
                 failure = Failure::Unavailable;
                 kind
             }
-            Err(_elapsed) => {
+            None => {
                 permit.record(outcome(pool.failure.timeout));
                 pool.record(index, pool.failure.timeout);
                 failure = Failure::Timeout;

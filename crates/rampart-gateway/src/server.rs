@@ -17,6 +17,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rampart_h1::Deadline;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, Semaphore};
@@ -451,6 +452,35 @@ pub struct ConnInfo {
     /// Requests in flight, for the idle timeout of HTTP/2 connections (HTTP/1.1 ones keep
     /// their own time).
     pub state: Option<Arc<ConnState>>,
+    /// The timer of upstream deadlines, kept for the connection's next request (HTTP/2
+    /// streams that find it taken by another one make their own).
+    upstream_timer: std::sync::Mutex<Option<Deadline>>,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool, state: Option<Arc<ConnState>>) -> Self {
+        ConnInfo {
+            peer,
+            tls,
+            state,
+            upstream_timer: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The output of `future`, or `None` when `deadline` passes first.
+    pub async fn within<F: Future>(
+        &self,
+        deadline: tokio::time::Instant,
+        future: F,
+    ) -> Option<F::Output> {
+        let kept = self.upstream_timer.lock().ok().and_then(|mut t| t.take());
+        let mut timer = kept.unwrap_or_else(|| Deadline::new(deadline));
+        let output = timer.until(deadline, future).await;
+        if let Ok(mut slot) = self.upstream_timer.lock() {
+            slot.get_or_insert(timer);
+        }
+        output
+    }
 }
 
 struct ActiveConnection<'a>(&'a Metrics);
@@ -580,11 +610,7 @@ async fn serve_h1<W: AsyncWrite + Unpin>(
 ) {
     let service = ProxyService {
         shared: shared.clone(),
-        conn: ConnInfo {
-            peer,
-            tls,
-            state: None,
-        },
+        conn: ConnInfo::new(peer, tls, None),
     };
     let config = runtime.h1;
     let cancelled = shared.shutdown.cancelled();
@@ -610,11 +636,7 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::new());
-    let info = Arc::new(ConnInfo {
-        peer,
-        tls,
-        state: Some(state.clone()),
-    });
+    let info = Arc::new(ConnInfo::new(peer, tls, Some(state.clone())));
     let service = {
         let shared = shared.clone();
         service_fn(move |req: Request<Incoming>| {

@@ -9,12 +9,14 @@
 
 mod body;
 pub mod client;
+mod deadline;
 pub mod head;
 pub mod server;
 mod token;
 
 pub use body::BodyError;
 pub use client::{ClientConn, ClientError, ClientResponse, ResponseBody, SendError};
+pub use deadline::Deadline;
 pub use head::{
     Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead, write_field_line,
 };

@@ -19,10 +19,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 use tokio_util::io::poll_read_buf;
 
 use crate::body::{BodyError, CHUNK_END, Decoded, Decoder, LAST_CHUNK, write_chunk_header};
+use crate::deadline::Deadline;
 use crate::head::{
     Framing, FramingField, HeadError, HeadFields, HeadLimits, RequestHead, outgoing_framing,
     parse_request, write_response_head,
@@ -222,9 +223,8 @@ struct Connection<'a, W, S, F> {
     service: &'a S,
     shutdown: Pin<&'a mut F>,
     shutting_down: bool,
-    /// Armed at or before `deadline`; when it fires early it is re-armed, so that moving
-    /// the deadline with every request costs no timer operation.
-    timer: Pin<Box<Sleep>>,
+    /// The timer for `deadline`, reused from request to request.
+    timer: Deadline,
     /// When the wait for a head ends; None until the wait begins, so that a head already
     /// readable (the common case under load) costs no clock reading.
     deadline: Option<Instant>,
@@ -257,9 +257,7 @@ pub async fn serve<W, S, F>(
         service,
         shutdown,
         shutting_down: false,
-        timer: Box::pin(tokio::time::sleep_until(
-            opened + config.header_read_timeout,
-        )),
+        timer: Deadline::new(opened + config.header_read_timeout),
         deadline: Some(opened + config.header_read_timeout),
     };
     let mut first = true;
@@ -362,13 +360,10 @@ where
                 }
                 // Nothing to read: the wait begins, and with it the deadline.
                 let deadline = *self.deadline.get_or_insert_with(|| Instant::now() + wait);
-                if self.timer.deadline() > deadline {
-                    self.timer.as_mut().reset(deadline);
-                }
                 if !self.shutting_down && self.shutdown.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(HeadEvent::Shutdown);
                 }
-                if self.timer.as_mut().poll(cx).is_ready() {
+                if self.timer.poll_passed(cx, deadline).is_ready() {
                     return Poll::Ready(HeadEvent::Timer);
                 }
                 Poll::Pending
@@ -386,11 +381,7 @@ where
                     }
                 }
                 HeadEvent::Shutdown => self.shutting_down = true,
-                HeadEvent::Timer => match self.deadline {
-                    Some(deadline) if Instant::now() >= deadline => return Err(Ended::Quietly),
-                    Some(deadline) => self.timer.as_mut().reset(deadline),
-                    None => {}
-                },
+                HeadEvent::Timer => return Err(Ended::Quietly),
             }
         }
     }
