@@ -558,6 +558,7 @@ pub async fn handle(
     )
     .await;
     drop(fields);
+    rampart_h1::recycle_header_map(std::mem::take(&mut parts.headers));
     let response = match forwarded {
         Ok(exchanged) => exchanged,
         Err(failure) => {

@@ -394,13 +394,44 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     found
 }
 
+/// Header maps given back when their requests were done, kept per thread for the next
+/// requests: a new map costs two allocations and their frees. Bounded in number and in
+/// the size of each, so that a burst of large heads does not stay in memory.
+const SPARE_MAPS: usize = 64;
+const SPARE_MAP_CAPACITY: usize = 32;
+
+thread_local! {
+    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Gives a request's header map back for a later request to use (see
+/// [`parse_request`]); what it holds is dropped.
+pub fn recycle_header_map(mut headers: HeaderMap) {
+    if headers.capacity() == 0 || headers.capacity() > SPARE_MAP_CAPACITY {
+        return;
+    }
+    headers.clear();
+    SPARE.with_borrow_mut(|spare| {
+        if spare.len() < SPARE_MAPS {
+            spare.push(headers);
+        }
+    });
+}
+
+/// An empty map with room for `fields` fields: a spare one when there is one.
+fn empty_header_map(fields: usize) -> HeaderMap {
+    let mut headers = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+    headers.reserve(fields);
+    headers
+}
+
 /// Builds the header map from the frozen head; values share its memory.
 fn header_map(
     head: &Bytes,
     fields: &[FieldAt],
     semantics: &mut Semantics,
 ) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    let mut headers = empty_header_map(fields.len());
     for field in fields {
         let name = HeaderName::from_bytes(range(head, field.name))
             .map_err(|_| HeadError::Malformed("invalid header name"))?;
@@ -769,6 +800,31 @@ mod tests {
     fn response(text: &str, method: &Method) -> Result<Option<ResponseHead>, HeadError> {
         let mut buf = BytesMut::from(text);
         parse_response(&mut buf, LIMITS, method)
+    }
+
+    #[test]
+    fn a_recycled_header_map_comes_back_empty() {
+        let first = request("GET / HTTP/1.1\r\nHost: a\r\nCookie: secret=1\r\nX-A: 1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let kept = first.parts.headers.capacity();
+        recycle_header_map(first.parts.headers);
+        let second = request("GET / HTTP/1.1\r\nHost: b\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        let headers = &second.parts.headers;
+        assert_eq!(headers.capacity(), kept, "the spare map is taken");
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers[header::HOST], "b");
+        assert!(!headers.contains_key(header::COOKIE));
+        // Maps too large to keep are dropped instead.
+        let mut large = HeaderMap::with_capacity(4 * SPARE_MAP_CAPACITY);
+        large.insert(header::HOST, HeaderValue::from_static("c"));
+        recycle_header_map(large);
+        let third = request("GET / HTTP/1.1\r\nHost: d\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(third.parts.headers.capacity() <= SPARE_MAP_CAPACITY);
     }
 
     #[test]

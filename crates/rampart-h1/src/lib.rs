@@ -18,7 +18,8 @@ pub use body::BodyError;
 pub use client::{ClientConn, ClientError, ClientResponse, ResponseBody, SendError};
 pub use deadline::Deadline;
 pub use head::{
-    Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead, write_field_line,
+    Framing, HeadError, HeadFields, HeadLimits, RawFields, ResponseHead, recycle_header_map,
+    write_field_line,
 };
 pub use server::{RequestBody, ServerConfig, Service, serve};
 pub use token::eq_lowercase;
