@@ -88,6 +88,15 @@ pub struct RawFields {
     fields: Vec<FieldAt>,
 }
 
+impl Drop for RawFields {
+    fn drop(&mut self) {
+        let mut fields = std::mem::take(&mut self.fields);
+        let capacity = fields.capacity();
+        fields.clear();
+        FIELD_LISTS.with(|stock| stock.give(fields, capacity));
+    }
+}
+
 impl RawFields {
     /// Name and value of each field, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
@@ -394,33 +403,58 @@ pub fn parse_content_length(value: &[u8]) -> Option<u64> {
     found
 }
 
-/// Header maps given back when their requests were done, kept per thread for the next
-/// requests: a new map costs two allocations and their frees. Bounded in number and in
-/// the size of each, so that a burst of large heads does not stay in memory.
-const SPARE_MAPS: usize = 64;
-const SPARE_MAP_CAPACITY: usize = 32;
+/// Containers given back when their messages were done, kept per thread for the next
+/// messages: a new header map costs two allocations and their frees, a response's field
+/// list one. Bounded in number and in the size of each, so that a burst of large heads
+/// does not stay in memory.
+struct Stock<T> {
+    spare: RefCell<Vec<T>>,
+}
+
+const STOCK_ITEMS: usize = 64;
+/// Fields an item may have room for and still be kept.
+const STOCK_ITEM_CAPACITY: usize = 32;
+
+impl<T: Default> Stock<T> {
+    const fn new() -> Self {
+        Stock {
+            spare: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A spare item, or a new one.
+    fn take(&self) -> T {
+        self.spare.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Keeps an emptied item of room for `capacity` fields, when it is worth keeping.
+    fn give(&self, item: T, capacity: usize) {
+        if capacity == 0 || capacity > STOCK_ITEM_CAPACITY {
+            return;
+        }
+        let mut spare = self.spare.borrow_mut();
+        if spare.len() < STOCK_ITEMS {
+            spare.push(item);
+        }
+    }
+}
 
 thread_local! {
-    static SPARE: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+    static HEADER_MAPS: Stock<HeaderMap> = const { Stock::new() };
+    static FIELD_LISTS: Stock<Vec<FieldAt>> = const { Stock::new() };
 }
 
 /// Gives a request's header map back for a later request to use (see
 /// [`parse_request`]); what it holds is dropped.
 pub fn recycle_header_map(mut headers: HeaderMap) {
-    if headers.capacity() == 0 || headers.capacity() > SPARE_MAP_CAPACITY {
-        return;
-    }
+    let capacity = headers.capacity();
     headers.clear();
-    SPARE.with_borrow_mut(|spare| {
-        if spare.len() < SPARE_MAPS {
-            spare.push(headers);
-        }
-    });
+    HEADER_MAPS.with(|stock| stock.give(headers, capacity));
 }
 
 /// An empty map with room for `fields` fields: a spare one when there is one.
 fn empty_header_map(fields: usize) -> HeaderMap {
-    let mut headers = SPARE.with_borrow_mut(Vec::pop).unwrap_or_default();
+    let mut headers = HEADER_MAPS.with(Stock::take);
     headers.reserve(fields);
     headers
 }
@@ -537,17 +571,21 @@ pub fn parse_response(
     limits: HeadLimits,
     method: &Method,
 ) -> Result<Option<ResponseHead>, HeadError> {
-    let mut fields = Vec::new();
-    let Some(scanned) = scan(buf, limits, &Kind::Response, &mut fields)? else {
+    let mut raw = RawFields {
+        head: Bytes::new(),
+        fields: FIELD_LISTS.with(Stock::take),
+    };
+    let Some(scanned) = scan(buf, limits, &Kind::Response, &mut raw.fields)? else {
         return Ok(None);
     };
-    let head = buf.split_to(scanned.len).freeze();
+    raw.head = buf.split_to(scanned.len).freeze();
+    let RawFields { head, fields } = &mut raw;
     let status = StatusCode::from_u16(scanned.code)
         .map_err(|_| HeadError::Malformed("invalid status code"))?;
     let version = scanned.version();
     let mut semantics = Semantics::default();
-    for field in &fields {
-        semantics.note(range(&head, field.name), range(&head, field.value));
+    for field in fields.iter() {
+        semantics.note(range(head, field.name), range(head, field.value));
     }
     let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -564,7 +602,7 @@ pub fn parse_response(
         // ends the connection: the two fields disagreeing is a smuggling signature.
         if semantics.content_length.is_some() || semantics.content_length_invalid {
             fields
-                .retain(|f| !matches!(Known::of(range(&head, f.name)), Some(Known::ContentLength)));
+                .retain(|f| !matches!(Known::of(range(head, f.name)), Some(Known::ContentLength)));
             keep_alive = false;
         }
         if semantics.chunked_last && !semantics.other_coding && version == Version::HTTP_11 {
@@ -587,7 +625,7 @@ pub fn parse_response(
     Ok(Some(ResponseHead {
         status,
         version,
-        fields: RawFields { head, fields },
+        fields: raw,
         framing,
         keep_alive,
     }))
@@ -818,13 +856,35 @@ mod tests {
         assert_eq!(headers[header::HOST], "b");
         assert!(!headers.contains_key(header::COOKIE));
         // Maps too large to keep are dropped instead.
-        let mut large = HeaderMap::with_capacity(4 * SPARE_MAP_CAPACITY);
+        let mut large = HeaderMap::with_capacity(4 * STOCK_ITEM_CAPACITY);
         large.insert(header::HOST, HeaderValue::from_static("c"));
         recycle_header_map(large);
         let third = request("GET / HTTP/1.1\r\nHost: d\r\n\r\n")
             .unwrap()
             .unwrap();
-        assert!(third.parts.headers.capacity() <= SPARE_MAP_CAPACITY);
+        assert!(third.parts.headers.capacity() <= STOCK_ITEM_CAPACITY);
+    }
+
+    #[test]
+    fn a_recycled_field_list_comes_back_empty() {
+        let first = response(
+            "HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let kept = first.fields.fields.capacity();
+        drop(first);
+        let second = response("HTTP/1.1 204 No Content\r\nX-B: 2\r\n\r\n", &Method::GET)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            second.fields.fields.capacity(),
+            kept,
+            "the spare list is taken"
+        );
+        let fields: Vec<_> = second.fields.iter().collect();
+        assert_eq!(fields, [(&b"X-B"[..], &b"2"[..])]);
     }
 
     #[test]
