@@ -291,10 +291,16 @@ impl Exchange {
 /// A duration in milliseconds with three decimals, formatted with integer arithmetic
 /// (float formatting is a measurable part of a log line's cost).
 fn write_millis(out: &mut Vec<u8>, duration: Duration) {
-    let micros = duration.as_micros() as u64;
-    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
-    out.push(b'.');
-    zero_padded(out, micros % 1000, 3);
+    let mut number = itoa::Buffer::new();
+    let micros = number.format(duration.as_micros() as u64).as_bytes();
+    if let Some(whole) = micros.len().checked_sub(3).filter(|&w| w > 0) {
+        out.extend_from_slice(&micros[..whole]);
+        out.push(b'.');
+        out.extend_from_slice(&micros[whole..]);
+    } else {
+        out.extend_from_slice(b"0.");
+        zero_padded(out, duration.as_micros() as u64, 3);
+    }
 }
 
 /// A parameter name is logged only when it looks like one: a bare `?sk-live-...` could
@@ -346,7 +352,11 @@ mod tests {
         write_millis(&mut out, Duration::from_micros(1_051_548));
         out.push(b' ');
         write_millis(&mut out, Duration::from_nanos(7_900));
-        assert_eq!(out, b"1051.548 0.007");
+        out.push(b' ');
+        write_millis(&mut out, Duration::ZERO);
+        out.push(b' ');
+        write_millis(&mut out, Duration::from_secs(86_400 * 365));
+        assert_eq!(out, b"1051.548 0.007 0.000 31536000000.000");
     }
 
     #[test]
