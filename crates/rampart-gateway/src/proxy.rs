@@ -2,7 +2,6 @@
 //! timeout, harden the response.
 
 use std::borrow::Cow;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -159,12 +158,12 @@ pub fn refused_head(
     reject(exchange, status, Decision::Rejected(reason), message, true)
 }
 
-/// Handles one client request. Never fails: every error becomes a JSON response.
+/// Handles one client request. Every error becomes a JSON response.
 pub async fn handle(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
     req: Request<ClientBody>,
-) -> Result<Response<ResponseBody>, Infallible> {
+) -> Response<ResponseBody> {
     let start = Instant::now();
     let guard = conn.state.as_ref().map(RequestGuard::new);
     let runtime = shared.runtime.load_full();
@@ -191,13 +190,13 @@ pub async fn handle(
     };
 
     let Some(route_index) = route_index else {
-        return Ok(rejected(
+        return rejected(
             exchange,
             StatusCode::NOT_FOUND,
             Rejection::no_route,
             "no route for this request",
             false,
-        ));
+        );
     };
     let route = runtime.route_at(route_index);
 
@@ -205,13 +204,13 @@ pub async fn handle(
     let client = aggregate(client_ip, runtime.ipv6_prefix);
     match runtime.access.check(client_ip) {
         Access::Denied => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::FORBIDDEN,
                 Rejection::denied,
                 "forbidden",
                 false,
-            ));
+            );
         }
         Access::Trusted => {}
         Access::Normal => {
@@ -224,13 +223,13 @@ pub async fn handle(
                     "until": String::from_utf8_lossy(&until),
                     "request_id": exchange.request_id.as_str(),
                 });
-                return Ok(reject_with(
+                return reject_with(
                     exchange,
                     StatusCode::FORBIDDEN,
                     Decision::Rejected(Rejection::banned),
                     body,
                     false,
-                ));
+                );
             }
             let headers = &parts.headers;
             let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
@@ -268,7 +267,7 @@ pub async fn handle(
                         header::RETRY_AFTER,
                         HeaderValue::from(ceil_secs(retry_after)),
                     );
-                    return Ok(response);
+                    return response;
                 }
                 Verdict::Unavailable => {
                     let mut response = rejected(
@@ -281,7 +280,7 @@ pub async fn handle(
                     response
                         .headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                    return Ok(response);
+                    return response;
                 }
             }
         }
@@ -290,25 +289,25 @@ pub async fn handle(
     if parts.headers.len() > route.limits.max_headers
         || header_bytes(&parts.headers) > route.limits.max_header_bytes
     {
-        return Ok(rejected(
+        return rejected(
             exchange,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::headers_too_large,
             "request header fields too large",
             true,
-        ));
+        );
     }
 
     match route.cors.preflight(&parts) {
         crate::cors::PreflightDecision::NotPreflight => {}
         crate::cors::PreflightDecision::Refused(why) => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::FORBIDDEN,
                 Rejection::cors_refused,
                 why,
                 false,
-            ));
+            );
         }
         crate::cors::PreflightDecision::Allowed(cors_headers) => {
             exchange.status = StatusCode::NO_CONTENT.as_u16();
@@ -317,29 +316,29 @@ pub async fn handle(
             *response.status_mut() = StatusCode::NO_CONTENT;
             *response.headers_mut() = cors_headers;
             *response.body_mut() = ResponseBody::full(Bytes::new(), Some(exchange));
-            return Ok(response);
+            return response;
         }
     }
 
     let limit = route.limits.max_body_bytes;
     match content_length(&parts.headers) {
         BodyLength::Exact(n) if n > limit => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Rejection::body_too_large,
                 "request body too large",
                 true,
-            ));
+            );
         }
         BodyLength::Invalid => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::BAD_REQUEST,
                 Rejection::bad_request,
                 "invalid Content-Length",
                 true,
-            ));
+            );
         }
         _ => {}
     }
@@ -382,34 +381,34 @@ pub async fn handle(
                         crate::inspect::InspectedBody::Untouched(_)
                             | crate::inspect::InspectedBody::Prefix(..)
                     );
-                    return Ok(reject_with(
+                    return reject_with(
                         exchange,
                         StatusCode::FORBIDDEN,
                         Decision::Rejected(Rejection::inspection_blocked),
                         body,
                         unread,
-                    ));
+                    );
                 }
             }
             outcome.body
         }
         Err(crate::inspect::Refusal::TooLarge) => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Rejection::body_too_large,
                 "request body too large to inspect",
                 true,
-            ));
+            );
         }
         Err(crate::inspect::Refusal::Unparsable(why)) => {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::BAD_REQUEST,
                 Rejection::body_unparsable,
                 &why.to_string(),
                 false,
-            ));
+            );
         }
         Err(crate::inspect::Refusal::Unreadable { timed_out }) => {
             let (status, message) = if timed_out {
@@ -423,13 +422,7 @@ pub async fn handle(
                     "the request body could not be read",
                 )
             };
-            return Ok(rejected(
-                exchange,
-                status,
-                Rejection::bad_request,
-                message,
-                true,
-            ));
+            return rejected(exchange, status, Rejection::bad_request, message, true);
         }
     };
 
@@ -450,13 +443,13 @@ pub async fn handle(
             None => PathAndQuery::try_from(path),
         };
         let Ok(path_and_query) = path_and_query else {
-            return Ok(rejected(
+            return rejected(
                 exchange,
                 StatusCode::BAD_REQUEST,
                 Rejection::bad_request,
                 "invalid request target",
                 false,
-            ));
+            );
         };
         Some(Uri::from(path_and_query))
     };
@@ -482,13 +475,13 @@ pub async fn handle(
             match body {
                 crate::inspect::InspectedBody::Complete(bytes) => {
                     if bytes.len() as u64 > limit {
-                        return Ok(rejected(
+                        return rejected(
                             exchange,
                             StatusCode::PAYLOAD_TOO_LARGE,
                             Rejection::body_too_large,
                             "request body too large",
                             true,
-                        ));
+                        );
                     }
                     stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
                     Outgoing::Replayable(bytes)
@@ -509,22 +502,22 @@ pub async fn handle(
                                 Outgoing::Replayable(bytes)
                             }
                             Ok(Err(_)) => {
-                                return Ok(rejected(
+                                return rejected(
                                     exchange,
                                     StatusCode::BAD_REQUEST,
                                     Rejection::bad_request,
                                     "the request body could not be read",
                                     true,
-                                ));
+                                );
                             }
                             Err(_) => {
-                                return Ok(rejected(
+                                return rejected(
                                     exchange,
                                     StatusCode::REQUEST_TIMEOUT,
                                     Rejection::bad_request,
                                     "the request body was not received in time",
                                     true,
-                                ));
+                                );
                             }
                         }
                     }
@@ -564,13 +557,13 @@ pub async fn handle(
         Err(failure) => {
             let over_limit = exchange.body_stats.as_ref();
             if over_limit.is_some_and(|s| s.over_limit.load(Ordering::Relaxed)) {
-                return Ok(rejected(
+                return rejected(
                     exchange,
                     StatusCode::PAYLOAD_TOO_LARGE,
                     Rejection::body_too_large,
                     "request body too large",
                     true,
-                ));
+                );
             }
             let (status, reason, message) = match failure {
                 Failure::Timeout => (
@@ -591,7 +584,7 @@ pub async fn handle(
             };
             shared.metrics.rejected(reason);
             if let Some(fallback) = &route.fallback {
-                return Ok(fallback_response(exchange, fallback));
+                return fallback_response(exchange, fallback);
             }
             let mut response = reject(exchange, status, Decision::Rejected(reason), message, false);
             if let Failure::CircuitOpen(retry_after) = failure {
@@ -600,7 +593,7 @@ pub async fn handle(
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
-            return Ok(response);
+            return response;
         }
     };
     // The upstream's fields stay as they came, in the body, to be passed on by the writer;
@@ -619,7 +612,7 @@ pub async fn handle(
             Some(exchange.status),
         );
     }
-    Ok(response.map(|()| ResponseBody::upstream(body, head.fields, exchange)))
+    response.map(|()| ResponseBody::upstream(body, head.fields, exchange))
 }
 
 /// Whole seconds, rounded up, at least 1 (for `Retry-After`).

@@ -588,10 +588,11 @@ struct ProxyService {
 impl rampart_h1::Service for ProxyService {
     type Body = ResponseBody;
 
-    async fn call(&self, request: Request<rampart_h1::RequestBody>) -> Response<ResponseBody> {
-        let Ok(response) =
-            proxy::handle(&self.shared, &self.conn, request.map(ClientBody::H1)).await;
-        response
+    fn call(
+        &self,
+        request: Request<rampart_h1::RequestBody>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send {
+        proxy::handle(&self.shared, &self.conn, request.map(ClientBody::H1))
     }
 
     fn refuse(&self, error: rampart_h1::HeadError) -> Response<ResponseBody> {
@@ -643,7 +644,7 @@ async fn serve_h2<I>(
             let shared = shared.clone();
             let info = info.clone();
             async move {
-                let Ok(response) = proxy::handle(&shared, &info, req.map(ClientBody::H2)).await;
+                let response = proxy::handle(&shared, &info, req.map(ClientBody::H2)).await;
                 // HTTP/2 has no head lines: the response's own fields go into its map.
                 let (mut parts, body) = response.into_parts();
                 body.decorate(&mut parts.headers);

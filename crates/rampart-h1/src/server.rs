@@ -215,12 +215,11 @@ enum Ended {
     Refused(HeadError),
 }
 
-struct Connection<'a, W, S, F> {
+struct Connection<'a, W, F> {
     reader: Option<Box<ReadSide>>,
     write: W,
     out: Vec<u8>,
     config: &'a ServerConfig,
-    service: &'a S,
     shutdown: Pin<&'a mut F>,
     shutting_down: bool,
     /// The timer for `deadline`, reused from request to request.
@@ -254,7 +253,6 @@ pub async fn serve<W, S, F>(
         write,
         out: Vec::with_capacity(1024),
         config,
-        service,
         shutdown,
         shutting_down: false,
         timer: Deadline::new(opened + config.header_read_timeout),
@@ -282,7 +280,9 @@ pub async fn serve<W, S, F>(
         let version = head.parts.version;
         let client_keeps = head.keep_alive;
         let (request, home, go_ahead) = conn.request(head);
-        let Some(response) = conn.call(request, go_ahead).await else {
+        // Pinned here, so that the call's future carries a pointer, not the request.
+        let answering = pin!(service.call(request));
+        let Some(response) = conn.call(answering, go_ahead).await else {
             return;
         };
         let keep_alive =
@@ -321,10 +321,9 @@ enum CallEvent<R> {
     ClientGone,
 }
 
-impl<W, S, F> Connection<'_, W, S, F>
+impl<W, F> Connection<'_, W, F>
 where
     W: AsyncWrite + Unpin,
-    S: Service,
     F: Future<Output = ()>,
 {
     async fn next_head(&mut self, first: bool) -> Result<RequestHead, Ended> {
@@ -420,15 +419,13 @@ where
         (Request::from_parts(head.parts, body), Some(home), asked)
     }
 
-    /// Runs the service on a request. `None`: the client went away, and the request was
-    /// cancelled.
-    async fn call(
+    /// Runs the service's answer to a request. `None`: the client went away, and the
+    /// request was cancelled.
+    async fn call<B>(
         &mut self,
-        request: Request<RequestBody>,
+        mut future: Pin<&mut impl Future<Output = Response<B>>>,
         mut go_ahead: Option<oneshot::Receiver<()>>,
-    ) -> Option<Response<S::Body>> {
-        let service = self.service;
-        let mut future = pin!(service.call(request));
+    ) -> Option<Response<B>> {
         let max_buffered = self.config.limits.max_bytes;
         loop {
             let event = poll_fn(|cx| {
