@@ -211,19 +211,22 @@ pub fn wall_time(now: Instant) -> SystemTime {
     thread_local! {
         static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     }
-    let (at, wall) = ANCHOR.with(|anchor| match anchor.get() {
-        Some((at, wall)) if now.max(at) - now.min(at) < REFRESH => (at, wall),
-        _ => {
-            let fresh = (Instant::now(), SystemTime::now());
-            anchor.set(Some(fresh));
-            fresh
+    ANCHOR.with(|anchor| {
+        // The common case, `now` within the second after the anchor, costs one subtraction.
+        if let Some((at, wall)) = anchor.get() {
+            match now.checked_duration_since(at) {
+                Some(after) if after < REFRESH => return wall + after,
+                None if at - now < REFRESH => return wall - (at - now),
+                _ => {}
+            }
         }
-    });
-    if now >= at {
-        wall + (now - at)
-    } else {
-        wall - (at - now)
-    }
+        let (at, wall) = (Instant::now(), SystemTime::now());
+        anchor.set(Some((at, wall)));
+        match now.checked_duration_since(at) {
+            Some(after) => wall + after,
+            None => wall - (at - now),
+        }
+    })
 }
 
 /// Appends the time as an RFC 3339 UTC timestamp with microseconds. The part up to the

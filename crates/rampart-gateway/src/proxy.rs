@@ -826,8 +826,13 @@ async fn forward<'a>(
         let sending = std::pin::pin!(server.endpoint.send(parts, body, &*fields, now.into_std()));
         let result = conn.within(try_deadline, sending).await;
         let finished = tokio::time::Instant::now();
-        *upstream_duration = Some(finished - now);
-        spent = finished - started;
+        let took = finished - now;
+        *upstream_duration = Some(took);
+        spent = if attempt == 1 {
+            took
+        } else {
+            finished - started
+        };
         let outcome = |failed: bool| Outcome {
             failure: failed,
             duration: spent,
