@@ -680,6 +680,45 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    let up = start_upstream().await;
+    let gw = start(&up.url(), "").await;
+    // Each connection has served requests, so its loop has polled the shutdown watch
+    // before, while waiting for a head and while the request was upstream.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        for _ in 0..2 {
+            socket
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; 65536];
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        }
+        idle.push(socket);
+    }
+    let started = Instant::now();
+    gw.handle.shutdown();
+    for mut socket in idle {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), socket.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "idle connection still open 2 s after shutdown"
+        );
+    }
+    // Well before the idle timeout (60 s) and the drain deadline (30 s).
+    assert!(started.elapsed() < Duration::from_secs(2));
+    tokio::time::timeout(Duration::from_secs(5), gw.task)
+        .await
+        .expect("run() returns once the idle connections are closed")
+        .unwrap();
+}
+
+#[tokio::test]
 async fn http2_cleartext_clients_are_served() {
     let up = start_upstream().await;
     let gw = start(&up.url(), "").await;
