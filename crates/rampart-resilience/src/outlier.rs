@@ -5,6 +5,7 @@
 //! healthy takes one off its ejection count.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -74,6 +75,9 @@ pub enum Ejection {
 pub struct OutlierDetector {
     config: OutlierConfig,
     servers: Mutex<Vec<ServerState>>,
+    /// Set, under the lock, at the pool's first ejection: until then no server is ejected
+    /// and the check every request makes takes no lock.
+    ever_ejected: AtomicBool,
 }
 
 impl OutlierDetector {
@@ -81,6 +85,7 @@ impl OutlierDetector {
         OutlierDetector {
             config,
             servers: Mutex::new(vec![ServerState::default(); servers]),
+            ever_ejected: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +95,9 @@ impl OutlierDetector {
 
     /// Whether the server is ejected now.
     pub fn is_ejected(&self, server: usize) -> bool {
+        if !self.ever_ejected.load(Ordering::Acquire) {
+            return false;
+        }
         self.lock()
             .get(server)
             .and_then(|s| s.until)
@@ -143,6 +151,7 @@ impl OutlierDetector {
         state.ejections += 1;
         let duration = (self.config.base_ejection * state.ejections).min(self.config.max_ejection);
         state.until = Some(now.unwrap_or_else(Instant::now) + duration);
+        self.ever_ejected.store(true, Ordering::Release);
         Ejection::Ejected(duration)
     }
 }
