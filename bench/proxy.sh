@@ -23,55 +23,9 @@ RAMPART=target/release/rampart
 
 UP=127.0.0.1:18001 NGX=127.0.0.1:18002 RMP=127.0.0.1:18003 ADM=127.0.0.1:18004
 
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen $UP; location / { return 200 "ok\n"; } }
-}
-CONF
-
-# The nginx reverse proxy logs every request, like rampart's default access log does.
-cat >"$WORK/proxy.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log /dev/null combined;
-  keepalive_requests 1000000;
-  upstream app { server $UP; keepalive 64; keepalive_requests 1000000; }
-  server {
-    listen $NGX;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
-  }
-}
-CONF
-
-# rampart's defaults, but with per-IP limits no single benchmark client reaches: the limiter
-# still decides every request, and every request is proxied.
-cat >"$WORK/rampart.toml" <<CONF
-[server]
-listen = "$RMP"
-admin = "$ADM"
-[rate_limit]
-limits = [
-  { name = "ip-per-minute", key = "ip", rate = 1000000000, per = "1m" },
-  { name = "ip-per-hour", key = "ip", rate = 1000000000, per = "1h" },
-]
-[upstreams.default]
-servers = ["http://$UP"]
-CONF
+write_return_200_upstream "$UP"
+write_nginx_proxy "$NGX" "$UP"
+write_rampart_proxy "$RMP" "$ADM" "$UP"
 
 "$NGINX" -c "$WORK/upstream.conf" -p "$WORK" & PIDS+=($!)
 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" & NGINX_MASTER=$!

@@ -38,17 +38,7 @@ stop_more() {
 UP=127.0.0.1:18101
 declare -A PORT=([crs1]=18111 [crs2]=18112 [rampart]=18113)
 
-cat >"$WORK/upstream.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  server { listen $UP; location / { return 200 "ok\n"; } }
-}
-CONF
+write_return_200_upstream "$UP"
 "$NGINX" -c "$WORK/upstream.conf" &
 PIDS+=($!)
 
