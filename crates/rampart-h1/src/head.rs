@@ -93,7 +93,8 @@ impl Drop for RawFields {
         let mut fields = std::mem::take(&mut self.fields);
         let capacity = fields.capacity();
         fields.clear();
-        FIELD_LISTS.with(|stock| stock.give(fields, capacity));
+        // `try_with`: a drop while the thread's storage is torn down just frees.
+        let _ = FIELD_LISTS.try_with(|stock| stock.give(fields, capacity));
     }
 }
 
@@ -449,12 +450,12 @@ thread_local! {
 pub fn recycle_header_map(mut headers: HeaderMap) {
     let capacity = headers.capacity();
     headers.clear();
-    HEADER_MAPS.with(|stock| stock.give(headers, capacity));
+    let _ = HEADER_MAPS.try_with(|stock| stock.give(headers, capacity));
 }
 
 /// An empty map with room for `fields` fields: a spare one when there is one.
 fn empty_header_map(fields: usize) -> HeaderMap {
-    let mut headers = HEADER_MAPS.with(Stock::take);
+    let mut headers = HEADER_MAPS.try_with(Stock::take).unwrap_or_default();
     headers.reserve(fields);
     headers
 }
@@ -573,7 +574,7 @@ pub fn parse_response(
 ) -> Result<Option<ResponseHead>, HeadError> {
     let mut raw = RawFields {
         head: Bytes::new(),
-        fields: FIELD_LISTS.with(Stock::take),
+        fields: FIELD_LISTS.try_with(Stock::take).unwrap_or_default(),
     };
     let Some(scanned) = scan(buf, limits, &Kind::Response, &mut raw.fields)? else {
         return Ok(None);
