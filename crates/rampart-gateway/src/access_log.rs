@@ -211,21 +211,24 @@ pub fn wall_time(now: Instant) -> SystemTime {
     thread_local! {
         static ANCHOR: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     }
+    // `now` on the wall clock from an anchor, and how far from the anchor it is: in the
+    // common case, `now` just after the anchor, one subtraction.
+    let from = |(at, wall): (Instant, SystemTime)| match now.checked_duration_since(at) {
+        Some(after) => (wall + after, after),
+        None => {
+            let before = at - now;
+            (wall - before, before)
+        }
+    };
     ANCHOR.with(|anchor| {
-        // The common case, `now` within the second after the anchor, costs one subtraction.
-        if let Some((at, wall)) = anchor.get() {
-            match now.checked_duration_since(at) {
-                Some(after) if after < REFRESH => return wall + after,
-                None if at - now < REFRESH => return wall - (at - now),
-                _ => {}
-            }
+        if let Some((time, distance)) = anchor.get().map(from)
+            && distance < REFRESH
+        {
+            return time;
         }
-        let (at, wall) = (Instant::now(), SystemTime::now());
-        anchor.set(Some((at, wall)));
-        match now.checked_duration_since(at) {
-            Some(after) => wall + after,
-            None => wall - (at - now),
-        }
+        let fresh = (Instant::now(), SystemTime::now());
+        anchor.set(Some(fresh));
+        from(fresh).0
     })
 }
 

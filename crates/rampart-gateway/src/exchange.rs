@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use rampart_h1::{eq_lowercase, write_field_line};
 use rampart_limit::QuotaInfo;
 
-use crate::access_log::{json_str, rfc3339, wall_time, zero_padded};
+use crate::access_log::{json_str, rfc3339, wall_time};
 use crate::body::BodyStats;
 use crate::headers::{RequestId, SecurityHeaders, X_REQUEST_ID, write_ip};
 use crate::runtime::Runtime;
@@ -293,13 +293,15 @@ impl Exchange {
 fn write_millis(out: &mut Vec<u8>, duration: Duration) {
     let mut number = itoa::Buffer::new();
     let micros = number.format(duration.as_micros() as u64).as_bytes();
-    if let Some(whole) = micros.len().checked_sub(3).filter(|&w| w > 0) {
-        out.extend_from_slice(&micros[..whole]);
+    if micros.len() > 3 {
+        let (whole, decimals) = micros.split_at(micros.len() - 3);
+        out.extend_from_slice(whole);
         out.push(b'.');
-        out.extend_from_slice(&micros[whole..]);
+        out.extend_from_slice(decimals);
     } else {
-        out.extend_from_slice(b"0.");
-        zero_padded(out, duration.as_micros() as u64, 3);
+        // "0.00" before one digit, "0.0" before two, "0." before three.
+        out.extend_from_slice(&b"0.00"[..5 - micros.len()]);
+        out.extend_from_slice(micros);
     }
 }
 
@@ -356,7 +358,14 @@ mod tests {
         write_millis(&mut out, Duration::ZERO);
         out.push(b' ');
         write_millis(&mut out, Duration::from_secs(86_400 * 365));
-        assert_eq!(out, b"1051.548 0.007 0.000 31536000000.000");
+        for micros in [42, 420, 4_200] {
+            out.push(b' ');
+            write_millis(&mut out, Duration::from_micros(micros));
+        }
+        assert_eq!(
+            out,
+            b"1051.548 0.007 0.000 31536000000.000 0.042 0.420 4.200"
+        );
     }
 
     #[test]
