@@ -15,6 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+use rampart_lanes::Lanes;
 use rampart_limit::{LimiterStats, Redis};
 
 /// Latency buckets in seconds: 100 µs × 1.5^k up to 30 s (32 buckets), so that any
@@ -33,34 +34,33 @@ static LATENCY_BOUNDS_NANOS: LazyLock<Vec<u64>> = LazyLock::new(|| {
         .collect()
 });
 
-/// A latency histogram of [`latency_buckets`], recorded with two relaxed atomic additions
-/// and no lock: every request records two, on every worker thread, and a histogram behind
-/// a mutex (`prometheus_client`'s) made each recording take and release it. The count is
-/// the sum of the buckets when scraped, so `_count` and the `+Inf` bucket always agree.
-#[derive(Clone, Debug)]
+/// Bucket counters of a [`LatencyHistogram`]: one per bound of [`latency_buckets`], and
+/// one past the last (`+Inf`).
+const BUCKETS: usize = 34;
+
+/// A latency histogram of [`latency_buckets`], kept in per-thread lanes
+/// ([`rampart_lanes`]): a request records two, and a worker thread records into its own
+/// lane with plain loads and stores, where shared atomics cost two read-modify-writes
+/// a histogram. The count is the sum of the buckets when scraped, so `_count` and the
+/// `+Inf` bucket always agree.
+#[derive(Clone, Debug, Default)]
 pub struct LatencyHistogram {
-    inner: Arc<LatencyCounts>,
+    inner: Arc<Lanes<LatencyCounts>>,
 }
 
 #[derive(Debug)]
 struct LatencyCounts {
-    /// One per bound, and one past the last (`+Inf`).
-    buckets: Box<[AtomicU64]>,
+    buckets: [AtomicU64; BUCKETS],
     /// Nanoseconds; wraps after 584 years of summed latency, which a scraper reads as a
     /// counter reset.
     sum_nanos: AtomicU64,
 }
 
-impl Default for LatencyHistogram {
+impl Default for LatencyCounts {
     fn default() -> Self {
-        let buckets = (0..=LATENCY_BOUNDS_NANOS.len())
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        LatencyHistogram {
-            inner: Arc::new(LatencyCounts {
-                buckets,
-                sum_nanos: AtomicU64::new(0),
-            }),
+        LatencyCounts {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_nanos: AtomicU64::new(0),
         }
     }
 }
@@ -69,11 +69,12 @@ impl LatencyHistogram {
     pub fn observe(&self, duration: Duration) {
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         // The first bucket whose bound is at least the value (Prometheus' `le`).
-        let bucket = LATENCY_BOUNDS_NANOS.partition_point(|&bound| bound < nanos);
-        if let Some(count) = self.inner.buckets.get(bucket) {
-            count.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let bucket = LATENCY_BOUNDS_NANOS
+            .partition_point(|&bound| bound < nanos)
+            .min(BUCKETS - 1);
+        let lane = self.inner.local();
+        lane.add(|c| &c.buckets[bucket], 1);
+        lane.add(|c| &c.sum_nanos, nanos);
     }
 }
 
@@ -83,14 +84,49 @@ impl TypedMetric for LatencyHistogram {
 
 impl EncodeMetric for LatencyHistogram {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut counts = [0u64; BUCKETS];
+        let mut sum_nanos = 0u64;
+        for lane in self.inner.iter() {
+            for (total, count) in counts.iter_mut().zip(&lane.buckets) {
+                *total = total.wrapping_add(count.load(Ordering::Relaxed));
+            }
+            sum_nanos = sum_nanos.wrapping_add(lane.sum_nanos.load(Ordering::Relaxed));
+        }
         let bounds = latency_buckets().chain(std::iter::once(f64::INFINITY));
-        let buckets: Vec<(f64, u64)> = bounds
-            .zip(self.inner.buckets.iter())
-            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
-            .collect();
-        let count = buckets.iter().map(|&(_, n)| n).sum();
-        let sum = self.inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts).collect();
+        let count = counts.iter().sum();
+        encoder.encode_histogram::<NoLabelSet>(sum_nanos as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A counter bumped on the request path, kept in per-thread lanes like
+/// [`LatencyHistogram`].
+#[derive(Clone, Debug, Default)]
+pub struct LaneCounter {
+    inner: Arc<rampart_lanes::Counter>,
+}
+
+impl LaneCounter {
+    pub fn inc(&self) {
+        self.inner.inc();
+    }
+
+    pub fn get(&self) -> u64 {
+        self.inner.get()
+    }
+}
+
+impl TypedMetric for LaneCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for LaneCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.inner.get(), None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -191,12 +227,12 @@ impl Rejection {
 /// Every metric the gateway exports.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, LaneCounter>,
     request_duration: Family<RouteLabel, LatencyHistogram>,
     upstream_duration: Family<RouteLabel, LatencyHistogram>,
-    rejections: [Counter; Rejection::ALL.len()],
+    rejections: [LaneCounter; Rejection::ALL.len()],
     server_up: Family<ServerLabels, Gauge>,
-    server_requests: Family<ServerLabels, Counter>,
+    server_requests: Family<ServerLabels, LaneCounter>,
     server_failures: Family<ServerLabels, Counter>,
     server_ejections: Family<ServerLabels, Counter>,
     server_breaker: Family<ServerLabels, Gauge>,
@@ -228,12 +264,12 @@ impl Collector for LimitCollector {
         counter(
             "rate_limit_allowed",
             "Requests allowed by the rate limits",
-            s.allowed.load(Ordering::Relaxed),
+            s.allowed.get(),
         )?;
         counter(
             "rate_limit_limited",
             "Requests refused by the rate limits",
-            s.limited.load(Ordering::Relaxed),
+            s.limited.get(),
         )?;
         counter(
             "rate_limit_fallbacks",
@@ -257,7 +293,7 @@ const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 /// A route's metric handles.
 #[derive(Clone)]
 pub struct RouteMetrics {
-    by_status_class: [Counter; 5],
+    by_status_class: [LaneCounter; 5],
     pub request_duration: LatencyHistogram,
     pub upstream_duration: LatencyHistogram,
     pub retries: Counter,
@@ -268,7 +304,7 @@ pub struct RouteMetrics {
 #[derive(Clone)]
 pub struct ServerMetrics {
     pub up: Gauge,
-    pub requests: Counter,
+    pub requests: LaneCounter,
     pub failures: Counter,
     pub ejections: Counter,
     pub breaker_state: Gauge,
@@ -290,17 +326,17 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("rampart");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::<RequestLabels, LaneCounter>::default();
         let request_duration = Family::<RouteLabel, LatencyHistogram>::default();
         let upstream_duration = Family::<RouteLabel, LatencyHistogram>::default();
-        let rejection_family = Family::<ReasonLabel, Counter>::default();
+        let rejection_family = Family::<ReasonLabel, LaneCounter>::default();
         let rejections = Rejection::ALL.map(|reason| {
             rejection_family
                 .get_or_create(&ReasonLabel { reason })
                 .clone()
         });
         let server_up = Family::<ServerLabels, Gauge>::default();
-        let server_requests = Family::<ServerLabels, Counter>::default();
+        let server_requests = Family::<ServerLabels, LaneCounter>::default();
         let server_failures = Family::<ServerLabels, Counter>::default();
         let server_ejections = Family::<ServerLabels, Counter>::default();
         let server_breaker = Family::<ServerLabels, Gauge>::default();
@@ -537,6 +573,12 @@ mod tests {
         assert_eq!(value("latency_bucket{le=\"+Inf\"}"), 5.0);
         assert_eq!(value("latency_count"), 5.0);
         assert!((value("latency_sum") - 40.000851).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_histogram_has_a_counter_per_bucket_and_one_past_the_last() {
+        assert_eq!(BUCKETS, latency_buckets().count() + 1);
+        assert_eq!(LATENCY_BOUNDS_NANOS.len() + 1, BUCKETS);
     }
 
     #[test]

@@ -129,19 +129,28 @@ impl BudgetConfig {
     }
 }
 
-/// Per-second counts of requests and retries over the budget window.
+/// The budget's seconds, a ring of `window` slots.
 #[derive(Debug)]
-struct Buckets {
-    /// (second, requests, retries)
+struct Seconds {
+    /// (second, requests counted before it began, retries made in it); `u64::MAX` marks
+    /// a slot never used.
     slots: Vec<(u64, u64, u64)>,
 }
 
 /// A retry budget shared by the requests of a route.
+///
+/// Every request deposits, so deposits take no lock: they add to a running total in
+/// per-thread lanes, and the first deposit of each second notes the total reached so
+/// far under the lock. A withdrawal (a retry, which is rare) takes the lock and counts
+/// the requests of the window as the total minus the note of its first second.
 #[derive(Debug)]
 pub struct RetryBudget {
     config: BudgetConfig,
     epoch: Instant,
-    buckets: Mutex<Buckets>,
+    requests: rampart_lanes::Counter,
+    /// The second of the latest note, read without the lock.
+    noted: AtomicU64,
+    seconds: Mutex<Seconds>,
     exhausted: AtomicU64,
 }
 
@@ -151,52 +160,63 @@ impl RetryBudget {
         RetryBudget {
             config,
             epoch: Instant::now(),
-            buckets: Mutex::new(Buckets {
+            requests: rampart_lanes::Counter::default(),
+            noted: AtomicU64::new(u64::MAX),
+            seconds: Mutex::new(Seconds {
                 slots: vec![(u64::MAX, 0, 0); slots],
             }),
             exhausted: AtomicU64::new(0),
         }
     }
 
-    fn with_current<R>(&self, now: Instant, f: impl FnOnce(&mut Buckets, u64) -> R) -> R {
-        let second = now.saturating_duration_since(self.epoch).as_secs();
-        let mut b = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let len = b.slots.len() as u64;
-        let slot = &mut b.slots[(second % len) as usize];
-        if slot.0 != second {
-            *slot = (second, 0, 0);
+    fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_secs()
+    }
+
+    /// The slot of `second`, started (with the requests counted so far) if it was not.
+    fn slot(&self, seconds: &mut Seconds, second: u64) -> usize {
+        let index = (second % seconds.slots.len() as u64) as usize;
+        if seconds.slots[index].0 != second {
+            seconds.slots[index] = (second, self.requests.get(), 0);
         }
-        f(&mut b, second)
+        index
     }
 
     /// Counts a request (each client request once, not each attempt) made at `now`.
     pub fn deposit(&self, now: Instant) {
-        self.with_current(now, |b, second| {
-            let len = b.slots.len() as u64;
-            b.slots[(second % len) as usize].1 += 1;
-        });
+        let second = self.second(now);
+        if self.noted.load(Ordering::Acquire) != second {
+            let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+            self.slot(&mut seconds, second);
+            self.noted.store(second, Ordering::Release);
+        }
+        self.requests.inc();
     }
 
     /// Takes one retry from the budget at `now`; false (and counted) when it is spent.
     pub fn try_withdraw(&self, now: Instant) -> bool {
-        let allowed = self.with_current(now, |b, second| {
-            let len = b.slots.len() as u64;
-            let (mut requests, mut retries) = (0u64, 0u64);
-            for (s, req, ret) in &b.slots {
-                if *s != u64::MAX && *s + len > second && *s <= second {
-                    requests += req;
-                    retries += ret;
+        let second = self.second(now);
+        let allowed = {
+            let mut seconds = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+            let current = self.slot(&mut seconds, second);
+            let len = seconds.slots.len() as u64;
+            let in_window = |s: u64| s != u64::MAX && s + len > second && s <= second;
+            let (mut first_noted, mut retries) = (u64::MAX, 0u64);
+            for &(s, before, made) in &seconds.slots {
+                if in_window(s) {
+                    first_noted = first_noted.min(before);
+                    retries += made;
                 }
             }
+            let requests = self.requests.get().saturating_sub(first_noted);
             let budget = (requests as f64 * self.config.percent / 100.0)
                 + f64::from(self.config.min_per_second) * len as f64;
-            if (retries as f64) < budget {
-                b.slots[(second % len) as usize].2 += 1;
-                true
-            } else {
-                false
+            let allowed = (retries as f64) < budget;
+            if allowed {
+                seconds.slots[current].2 += 1;
             }
-        });
+            allowed
+        };
         if !allowed {
             self.exhausted.fetch_add(1, Ordering::Relaxed);
         }
@@ -255,6 +275,31 @@ mod tests {
         }
         assert_eq!(granted, 200);
         assert_eq!(budget.exhausted(), 800);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_count_across_the_seconds_of_the_window_and_then_leave_it() {
+        let budget = RetryBudget::new(BudgetConfig {
+            percent: 10.0,
+            min_per_second: 0,
+            window: Duration::from_secs(10),
+        });
+        for _ in 0..3 {
+            for _ in 0..50 {
+                budget.deposit(Instant::now());
+            }
+            tokio::time::advance(Duration::from_secs(4)).await;
+        }
+        // 150 requests over 12 s; the window (the last 10 s) holds the last 100.
+        let granted = (0..100)
+            .filter(|_| budget.try_withdraw(Instant::now()))
+            .count();
+        assert_eq!(granted, 10);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(
+            !budget.try_withdraw(Instant::now()),
+            "no request left in the window"
+        );
     }
 
     #[tokio::test(start_paused = true)]
