@@ -222,6 +222,20 @@ impl Window {
         }
     }
 
+    /// Whether the window is a count window full of successes that were not slow: then
+    /// one more such success changes nothing in it.
+    fn is_settled(&self) -> bool {
+        match self {
+            Window::Count {
+                ring,
+                filled,
+                totals,
+                ..
+            } => *filled == ring.len() && totals.failures == 0 && totals.slow == 0,
+            Window::Time { .. } => false,
+        }
+    }
+
     fn clear(&mut self) {
         match self {
             Window::Count {
@@ -267,6 +281,9 @@ pub struct CircuitBreaker {
     /// calls through without taking the lock, whose two atomic operations each check
     /// would cost (three checks a proxied request).
     closed: AtomicBool,
+    /// Whether the breaker is closed on a settled window ([`Window::is_settled`]), written
+    /// under the lock: a fast success is then recorded without it.
+    settled: AtomicBool,
     listener: Option<Listener>,
 }
 
@@ -341,6 +358,7 @@ impl CircuitBreaker {
                 trips: 0,
             }),
             closed: AtomicBool::new(true),
+            settled: AtomicBool::new(false),
             listener,
         }
     }
@@ -457,6 +475,7 @@ impl CircuitBreaker {
     fn set_phase(&self, inner: &mut Inner, phase: Phase) {
         self.closed
             .store(matches!(phase, Phase::Closed), Ordering::Release);
+        self.settled.store(false, Ordering::Release);
         inner.phase = phase;
     }
 
@@ -490,11 +509,16 @@ impl CircuitBreaker {
         // when the breaker opens.
         let now = (self.config.window == WindowKind::Time).then(Instant::now);
         let slow = outcome.duration >= self.config.slow_call_duration;
+        if !trial && !outcome.failure && !slow && self.settled.load(Ordering::Acquire) {
+            return;
+        }
         let second = now.map_or(0, |now| self.second(now));
         let mut inner = self.lock();
         let change = match &mut inner.phase {
             Phase::Closed => {
                 inner.window.record(outcome.failure, slow, second);
+                self.settled
+                    .store(inner.window.is_settled(), Ordering::Release);
                 let totals = inner.window.totals(second);
                 if totals.calls >= self.config.minimum_calls && self.tripped(&totals) {
                     inner.trips += 1;
@@ -678,6 +702,30 @@ mod tests {
         c.record(OK);
         d.record(OK);
         assert_eq!(b.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_full_of_successes_records_the_next_without_the_lock_and_still_slides() {
+        let b = Arc::new(CircuitBreaker::new(config()));
+        for _ in 0..10 {
+            call(&b, OK).unwrap();
+        }
+        let held = b.lock();
+        let (done, finished) = std::sync::mpsc::channel();
+        let recorder = b.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(call(&recorder, OK).is_ok());
+        });
+        let recorded = finished.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert_eq!(recorded, Ok(true), "the success waited for the lock");
+        // Failures still evict the oldest successes of the full window: 5 of 10 failed.
+        for _ in 0..4 {
+            call(&b, FAIL).unwrap();
+        }
+        assert_eq!(b.state(), State::Closed, "4 of 10 failed");
+        call(&b, FAIL).unwrap();
+        assert_eq!(b.state(), State::Open, "5 of 10 failed");
     }
 
     #[tokio::test(start_paused = true)]

@@ -78,6 +78,10 @@ pub struct OutlierDetector {
     /// Set, under the lock, at the pool's first ejection: until then no server is ejected
     /// and the check every request makes takes no lock.
     ever_ejected: AtomicBool,
+    /// Per server, written under the lock: whether it has no failure counted and was
+    /// never ejected. A success then changes nothing, and is recorded without the lock
+    /// (whose two atomic operations every proxied request would pay).
+    quiet: Box<[AtomicBool]>,
 }
 
 impl OutlierDetector {
@@ -86,6 +90,7 @@ impl OutlierDetector {
             config,
             servers: Mutex::new(vec![ServerState::default(); servers]),
             ever_ejected: AtomicBool::new(false),
+            quiet: (0..servers).map(|_| AtomicBool::new(true)).collect(),
         }
     }
 
@@ -109,7 +114,24 @@ impl OutlierDetector {
         if !self.config.enabled {
             return Ejection::None;
         }
+        let Some(quiet) = self.quiet.get(server) else {
+            return Ejection::None;
+        };
+        if !failure && quiet.load(Ordering::Acquire) {
+            return Ejection::None;
+        }
         let mut all = self.lock();
+        let ejection = self.record_locked(&mut all, server, failure);
+        if let Some(state) = all.get(server) {
+            quiet.store(
+                state.consecutive_failures == 0 && state.until.is_none(),
+                Ordering::Release,
+            );
+        }
+        ejection
+    }
+
+    fn record_locked(&self, all: &mut [ServerState], server: usize, failure: bool) -> Ejection {
         // The clock is read only when an ejection is or was in force: a healthy pool's
         // calls need no time.
         let now = all.iter().any(|s| s.until.is_some()).then(Instant::now);
@@ -207,6 +229,24 @@ mod tests {
             d.record(0, true),
             Ejection::Ejected(Duration::from_secs(25)),
             "capped at max_ejection"
+        );
+    }
+
+    #[test]
+    fn a_success_on_a_server_without_failures_takes_no_lock() {
+        let d = std::sync::Arc::new(detector(2));
+        let held = d.lock();
+        let (done, finished) = std::sync::mpsc::channel();
+        let recorder = d.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(recorder.record(0, false));
+        });
+        let recorded = finished.recv_timeout(Duration::from_secs(5));
+        drop(held);
+        assert_eq!(
+            recorded,
+            Ok(Ejection::None),
+            "the success waited for the lock"
         );
     }
 
