@@ -51,7 +51,9 @@ fn health(shared: &Shared) -> Response<Full<Bytes>> {
                         "breaker": s.breaker.state().as_str(),
                         "ejected": pool.outliers.is_ejected(i),
                         "available": pool.available(i),
-                        "in_flight": s.in_flight.load(std::sync::atomic::Ordering::Relaxed),
+                        "in_flight": pool.counts_in_flight().then(|| {
+                            s.in_flight.load(std::sync::atomic::Ordering::Relaxed)
+                        }),
                     })
                 })
                 .collect();

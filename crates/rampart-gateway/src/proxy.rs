@@ -20,7 +20,7 @@ use crate::headers::{
 };
 use crate::metrics::Rejection;
 use crate::runtime::{Fallback, Pool, Route, Runtime, strip_prefix};
-use crate::server::{ConnInfo, RequestGuard, Shared};
+use crate::server::{ConnInfo, RequestGuard, Shared, UpstreamTimer};
 use crate::upstream::{SendFailure, UpstreamError, UpstreamResponse, idempotent};
 use http_body_util::BodyExt;
 use rampart_limit::{Access, Ban, EventKind, RequestKeys, Verdict, aggregate};
@@ -162,11 +162,12 @@ pub fn refused_head(
 pub async fn handle(
     shared: &Arc<Shared>,
     conn: &ConnInfo,
+    runtime: &Arc<Runtime>,
+    timer: &mut UpstreamTimer,
     req: Request<ClientBody>,
 ) -> Response<ResponseBody> {
     let start = Instant::now();
     let guard = conn.state.as_ref().map(RequestGuard::new);
-    let runtime = shared.runtime.load_full();
     let (mut parts, body) = req.into_parts();
     let request_id = RequestId::from_request(field(&parts.headers, &X_REQUEST_ID));
     let peer_ip = conn.peer.ip();
@@ -254,7 +255,7 @@ pub async fn handle(
                 Verdict::Limited {
                     info, retry_after, ..
                 } => {
-                    record_event(shared, &runtime, client, EventKind::RateLimited, None);
+                    record_event(shared, runtime, client, EventKind::RateLimited, None);
                     exchange.quota = Some(info);
                     let mut response = rejected(
                         exchange,
@@ -369,7 +370,7 @@ pub async fn handle(
                     shared.metrics.inspection(block);
                 }
                 if block {
-                    record_event(shared, &runtime, client, EventKind::InspectionBlock, None);
+                    record_event(shared, runtime, client, EventKind::InspectionBlock, None);
                     shared.metrics.rejected(Rejection::inspection_blocked);
                     let body = serde_json::json!({
                         "error": "request blocked by inspection",
@@ -542,7 +543,7 @@ pub async fn handle(
     );
     let forwarded = forward(
         route,
-        conn,
+        timer,
         &parts,
         outgoing,
         &mut fields,
@@ -606,7 +607,7 @@ pub async fn handle(
     if exchange.status >= 400 {
         record_event(
             shared,
-            &runtime,
+            runtime,
             client,
             EventKind::UpstreamStatus,
             Some(exchange.status),
@@ -764,7 +765,7 @@ fn retry_after(pool: &Pool) -> Duration {
 /// to another server when there is one, and records every outcome.
 async fn forward<'a>(
     route: &'a Route,
-    conn: &ConnInfo,
+    timer: &mut UpstreamTimer,
     parts: &http::request::Parts,
     mut outgoing: Outgoing,
     fields: &mut ForwardedFields<'a>,
@@ -808,7 +809,9 @@ async fn forward<'a>(
         };
         attempt += 1;
         *upstream = Some(index);
-        let _in_flight = InFlight::start(&server.in_flight);
+        let _in_flight = pool
+            .counts_in_flight()
+            .then(|| InFlight::start(&server.in_flight));
         let Some(body) = unsent.take().or_else(|| outgoing.take()) else {
             break;
         };
@@ -824,7 +827,7 @@ async fn forward<'a>(
             .map_or(deadline, |t| (now + t).min(deadline));
         // Pinned here, so that the timer's futures carry a pointer, not the whole send.
         let sending = std::pin::pin!(server.endpoint.send(parts, body, &*fields, now.into_std()));
-        let result = conn.within(try_deadline, sending).await;
+        let result = timer.within(try_deadline, sending).await;
         let finished = tokio::time::Instant::now();
         let took = finished - now;
         *upstream_duration = Some(took);

@@ -105,6 +105,8 @@ pub struct Server {
     /// From active checks.
     pub health: HealthState,
     pub breaker: CircuitBreaker,
+    /// Requests outstanding, for the balancer to compare servers by; counted only in
+    /// pools of two or more ([`Pool::counts_in_flight`]).
     pub in_flight: AtomicUsize,
     pub metrics: ServerMetrics,
 }
@@ -116,6 +118,12 @@ impl Server {
 }
 
 impl Pool {
+    /// Whether requests in flight are counted: a pool of one server has nothing to
+    /// compare them with, and its requests skip the two atomic operations.
+    pub fn counts_in_flight(&self) -> bool {
+        self.servers.len() > 1
+    }
+
     /// Whether server `i` can take a request now: healthy, not ejected, breaker not open.
     pub fn available(&self, i: usize) -> bool {
         self.servers[i].healthy()

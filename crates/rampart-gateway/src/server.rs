@@ -463,6 +463,10 @@ pub struct ConnState {
     requests: AtomicU64,
     /// Milliseconds after `start` when the connection last became idle.
     idle_since_ms: AtomicU64,
+    /// The [`UpstreamTimer`] between the connection's streams (one that finds it taken
+    /// by another makes its own). A pointer-sized atomic cell: taking and returning it is
+    /// one atomic swap each, where a mutex cost two.
+    spare_timer: AtomicCell<Option<Deadline>>,
 }
 
 impl ConnState {
@@ -472,6 +476,7 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(0),
+            spare_timer: AtomicCell::new(None),
         }
     }
 
@@ -518,35 +523,30 @@ pub struct ConnInfo {
     /// Requests in flight, for the idle timeout of HTTP/2 connections (HTTP/1.1 ones keep
     /// their own time).
     pub state: Option<Arc<ConnState>>,
-    /// The timer of upstream deadlines, kept for the connection's next request (HTTP/2
-    /// streams that find it taken by another one make their own). A pointer-sized atomic
-    /// cell: taking and returning it is one atomic swap each, where a mutex cost two.
-    upstream_timer: AtomicCell<Option<Deadline>>,
 }
 
 impl ConnInfo {
     pub fn new(peer: SocketAddr, tls: bool, state: Option<Arc<ConnState>>) -> Self {
-        ConnInfo {
-            peer,
-            tls,
-            state,
-            upstream_timer: AtomicCell::new(None),
-        }
+        ConnInfo { peer, tls, state }
     }
+}
 
+/// The timer of upstream deadlines, kept from one request of a connection to the next,
+/// so that a request arms an existing timer instead of registering a new one.
+#[derive(Default)]
+pub struct UpstreamTimer(Option<Deadline>);
+
+impl UpstreamTimer {
     /// The output of `future`, or `None` when `deadline` passes first.
     pub async fn within<F: Future>(
-        &self,
+        &mut self,
         deadline: tokio::time::Instant,
         future: F,
     ) -> Option<F::Output> {
-        let mut timer = self
-            .upstream_timer
-            .take()
-            .unwrap_or_else(|| Deadline::new(deadline));
-        let output = timer.until(deadline, future).await;
-        self.upstream_timer.store(Some(timer));
-        output
+        self.0
+            .get_or_insert_with(|| Deadline::new(deadline))
+            .until(deadline, future)
+            .await
     }
 }
 
@@ -647,23 +647,35 @@ async fn read_preface(stream: &mut TcpStream, timeout: Duration) -> Option<(Byte
 }
 
 /// Serves the proxy over one HTTP/1.1 connection.
-struct ProxyService {
-    shared: Arc<Shared>,
+struct ProxyService<'a> {
+    shared: &'a Arc<Shared>,
+    /// The config the connection's last request ran on, checked against the current one
+    /// with a plain load: taking it from the `ArcSwap` anew would cost three atomic
+    /// read-modify-writes a request.
+    runtime: arc_swap::Cache<&'a ArcSwap<Runtime>, Arc<Runtime>>,
     conn: ConnInfo,
+    timer: UpstreamTimer,
 }
 
-impl rampart_h1::Service for ProxyService {
+impl rampart_h1::Service for ProxyService<'_> {
     type Body = ResponseBody;
 
     fn call(
-        &self,
+        &mut self,
         request: Request<rampart_h1::RequestBody>,
     ) -> impl Future<Output = Response<ResponseBody>> + Send {
-        proxy::handle(&self.shared, &self.conn, request.map(ClientBody::H1))
+        let runtime = self.runtime.load();
+        proxy::handle(
+            self.shared,
+            &self.conn,
+            runtime,
+            &mut self.timer,
+            request.map(ClientBody::H1),
+        )
     }
 
     fn refuse(&self, error: rampart_h1::HeadError) -> Response<ResponseBody> {
-        proxy::refused_head(&self.shared, &self.conn, error)
+        proxy::refused_head(self.shared, &self.conn, error)
     }
 }
 
@@ -676,9 +688,11 @@ async fn serve_h1<W: AsyncWrite + Unpin>(
     peer: SocketAddr,
     tls: bool,
 ) {
-    let service = ProxyService {
-        shared: shared.clone(),
+    let mut service = ProxyService {
+        shared,
+        runtime: arc_swap::Cache::new(&shared.runtime),
         conn: ConnInfo::new(peer, tls, None),
+        timer: UpstreamTimer::default(),
     };
     let config = runtime.h1;
     let mut shutdown = shared.shutdown.watch();
@@ -687,7 +701,7 @@ async fn serve_h1<W: AsyncWrite + Unpin>(
         first_bytes,
         write,
         &config,
-        &service,
+        &mut service,
         Pin::new(&mut shutdown),
     )
     .await;
@@ -710,7 +724,14 @@ async fn serve_h2<I>(
             let shared = shared.clone();
             let info = info.clone();
             async move {
-                let response = proxy::handle(&shared, &info, req.map(ClientBody::H2)).await;
+                let runtime = shared.runtime.load_full();
+                let spare = info.state.as_ref().and_then(|s| s.spare_timer.take());
+                let mut timer = UpstreamTimer(spare);
+                let request = req.map(ClientBody::H2);
+                let response = proxy::handle(&shared, &info, &runtime, &mut timer, request).await;
+                if let Some(state) = &info.state {
+                    state.spare_timer.store(timer.0);
+                }
                 // HTTP/2 has no head lines: the response's own fields go into its map.
                 let (mut parts, body) = response.into_parts();
                 body.decorate(&mut parts.headers);

@@ -45,9 +45,10 @@ pub trait Service {
     /// The response body, which may also bring fields of its own for the head.
     type Body: Body<Data = Bytes> + HeadFields + Send + Unpin;
 
-    /// Answers a request.
+    /// Answers a request. The connection makes one call at a time, so a service may
+    /// keep per-connection state (a cache, say) in itself.
     fn call(
-        &self,
+        &mut self,
         request: Request<RequestBody>,
     ) -> impl Future<Output = Response<Self::Body>> + Send;
 
@@ -237,7 +238,7 @@ pub async fn serve<W, S, F>(
     read_ahead: BytesMut,
     write: W,
     config: &ServerConfig,
-    service: &S,
+    service: &mut S,
     shutdown: Pin<&mut F>,
 ) where
     W: AsyncWrite + Unpin,

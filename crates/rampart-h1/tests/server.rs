@@ -75,7 +75,10 @@ struct TestService(Arc<Probe>);
 impl Service for TestService {
     type Body = Body;
 
-    fn call(&self, request: Request<RequestBody>) -> impl Future<Output = Response<Body>> + Send {
+    fn call(
+        &mut self,
+        request: Request<RequestBody>,
+    ) -> impl Future<Output = Response<Body>> + Send {
         let probe = self.0.clone();
         async move {
             probe.calls.fetch_add(1, Ordering::SeqCst);
@@ -155,14 +158,14 @@ async fn start(header_read_timeout: Duration, idle_timeout: Duration) -> Server 
         header_read_timeout,
         idle_timeout,
     };
-    let service = Arc::new(TestService(probe.clone()));
     let token = shutdown.clone();
+    let calls = probe.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let service = service.clone();
+            let mut service = TestService(calls.clone());
             let token = token.clone();
             tokio::spawn(async move {
                 let (read, write) = stream.into_split();
@@ -173,7 +176,7 @@ async fn start(header_read_timeout: Duration, idle_timeout: Duration) -> Server 
                     bytes::BytesMut::new(),
                     write,
                     &config,
-                    &*service,
+                    &mut service,
                     cancelled.as_mut(),
                 )
                 .await;
