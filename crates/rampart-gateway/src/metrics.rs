@@ -114,10 +114,6 @@ impl LaneCounter {
     pub fn inc(&self) {
         self.inner.inc();
     }
-
-    pub fn get(&self) -> u64 {
-        self.inner.get()
-    }
 }
 
 impl TypedMetric for LaneCounter {

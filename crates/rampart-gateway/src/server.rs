@@ -525,12 +525,6 @@ pub struct ConnInfo {
     pub state: Option<Arc<ConnState>>,
 }
 
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool, state: Option<Arc<ConnState>>) -> Self {
-        ConnInfo { peer, tls, state }
-    }
-}
-
 /// The timer of upstream deadlines, kept from one request of a connection to the next,
 /// so that a request arms an existing timer instead of registering a new one.
 #[derive(Default)]
@@ -691,7 +685,11 @@ async fn serve_h1<W: AsyncWrite + Unpin>(
     let mut service = ProxyService {
         shared,
         runtime: arc_swap::Cache::new(&shared.runtime),
-        conn: ConnInfo::new(peer, tls, None),
+        conn: ConnInfo {
+            peer,
+            tls,
+            state: None,
+        },
         timer: UpstreamTimer::default(),
     };
     let config = runtime.h1;
@@ -717,7 +715,11 @@ async fn serve_h2<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::new(ConnState::new());
-    let info = Arc::new(ConnInfo::new(peer, tls, Some(state.clone())));
+    let info = Arc::new(ConnInfo {
+        peer,
+        tls,
+        state: Some(state.clone()),
+    });
     let service = {
         let shared = shared.clone();
         service_fn(move |req: Request<Incoming>| {
